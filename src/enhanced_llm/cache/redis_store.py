@@ -1,0 +1,90 @@
+"""Level 2: Redis through ``redis.asyncio``, with per-call timeouts and a circuit breaker.
+
+Every method either completes within ``timeout`` seconds or raises
+:class:`~enhanced_llm.errors.CacheBackendError`. After a failure the store
+reports itself unavailable for ``retry_after`` seconds, so a dead Redis costs
+requests nothing; the connection pool reconnects by itself when Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ..errors import CacheBackendError
+
+__all__ = ["RedisStore", "make_redis_client"]
+
+
+def make_redis_client(
+    *, url: str | None = None, host: str = "127.0.0.1", port: int = 6379, db: int = 0,
+    password: str | None = None, timeout: float = 0.25, max_connections: int = 64,
+) -> Any:
+    """A pooled ``redis.asyncio.Redis`` client returning raw bytes."""
+    import redis.asyncio as redis
+
+    options = dict(
+        socket_timeout=timeout, socket_connect_timeout=timeout, max_connections=max_connections,
+        health_check_interval=30,
+    )
+    if url:
+        return redis.Redis.from_url(url, **options)
+    return redis.Redis(host=host, port=port, db=db, password=password, **options)
+
+
+class RedisStore:
+    """Bytes in, bytes out, under ``{prefix}:entry:{key}``."""
+
+    def __init__(self, client: Any, prefix: str, timeout: float = 0.25, retry_after: float = 1.0) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self.errors = 0
+        self._down_until = 0.0
+
+    def entry_key(self, key: str) -> str:
+        return f"{self.prefix}:entry:{key}"
+
+    @property
+    def available(self) -> bool:
+        """False while the circuit is open after a recent failure."""
+        return time.monotonic() >= self._down_until
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._call(self.client.get, self.entry_key(key))
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        px = None if ttl is None else max(1, int(ttl * 1000))
+        await self._call(self.client.set, self.entry_key(key), value, px=px)
+
+    async def delete(self, key: str) -> None:
+        await self._call(self.client.delete, self.entry_key(key))
+
+    async def ping(self) -> bool:
+        """A real round trip, ignoring the circuit (used by health checks)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.client.ping()
+        except Exception:
+            return False
+        self._down_until = 0.0
+        return True
+
+    async def close(self) -> None:
+        try:
+            await self.client.aclose()
+        except Exception:  # closing a broken pool must not fail shutdown
+            pass
+
+    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self.available:
+            raise CacheBackendError("redis skipped: recent failure")
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await method(*args, **kwargs)
+        except Exception as exc:  # redis errors, OSError, TimeoutError
+            self.errors += 1
+            self._down_until = time.monotonic() + self.retry_after
+            raise CacheBackendError(f"redis call failed: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,533 @@
+"""EnhancedAsyncLLM: vLLM's AsyncLLM with a response cache in front of the engine core.
+
+Every request, from ``generate()`` or from vLLM's OpenAI server, reaches
+:meth:`EnhancedAsyncLLM.add_request`, which runs these steps:
+
+1. **plan**     - read our options from ``SamplingParams.extra_args["enhanced_llm"]``
+                  and build the request's keys (or decide to pass it through).
+2. **exact**    - look the exact key up in memory, then Redis: a hit returns a
+                  collector already holding the finished answer.
+3. **coalesce** - an identical request already running? Wait for its answer.
+4. **semantic** - (when configured) a verified paraphrase answers from the cache;
+                  the lookup races the engine, so a miss costs nothing.
+5. **hand off** - ``AsyncLLM.add_request``; the collector records the outputs and
+                  stores the answer when (and only when) it finished normally.
+
+Anything that goes wrong inside steps 1-4 (Redis down, corrupt value, embedding
+failure) is counted and the request simply goes on to the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from vllm.exceptions import VLLMValidationError
+from vllm.outputs import CompletionOutput, RequestOutput
+from vllm.pooling_params import PoolingParams
+from vllm.sampling_params import SamplingParams
+from vllm.usage.usage_lib import UsageContext
+from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.executor import Executor
+
+from .cache.entry import CachedCompletion, CacheEntry
+from .cache.keys import KeyBuilder, RequestKey, Uncacheable, model_fingerprint
+from .cache.singleflight import SingleFlight
+from .cache.tiered import CacheLevel, TieredCache
+from .collector import EnhancedOutput, EnhancedRequestOutputCollector
+from .config import CacheConfig, EngineArgsConfig, HandlerConfig, SimilarityConfig, VLLMConfig
+from .metadata import OutputMetadata
+
+__all__ = ["EnhancedAsyncLLM", "RequestOptions", "OPTIONS_KEY"]
+
+logger = logging.getLogger(__name__)
+
+#: The key of ``SamplingParams.extra_args`` that carries our per-request options.
+OPTIONS_KEY = "enhanced_llm"
+CacheMode = Literal["default", "bypass", "refresh", "no-store"]
+_CACHE_MODES = ("default", "bypass", "refresh", "no-store")
+_NORMAL_FINISH = ("stop", "length")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """Per-request control, from ``extra_args["enhanced_llm"]`` (vLLM's own extension point).
+
+    ``scope``: tenant; requests of different scopes never share cache entries.
+    ``cache``: ``"bypass"`` (no lookup, no store), ``"refresh"`` (no lookup, store the
+    new answer), ``"no-store"`` (lookup, never store), or ``"default"``.
+    """
+
+    scope: str = ""
+    cache: CacheMode = "default"
+
+    @classmethod
+    def from_params(cls, params: Any) -> RequestOptions:
+        extra = getattr(params, "extra_args", None) or {}
+        raw = extra.get(OPTIONS_KEY) if isinstance(extra, dict) else None
+        if raw is None:
+            return _DEFAULT_OPTIONS
+        if not isinstance(raw, dict):
+            raise VLLMValidationError(f"extra_args[{OPTIONS_KEY!r}] must be an object", parameter=OPTIONS_KEY, value=raw)
+        unknown = set(raw) - {"scope", "cache"}
+        if unknown:
+            raise VLLMValidationError(f"unknown {OPTIONS_KEY} option(s): {sorted(unknown)}", parameter=OPTIONS_KEY)
+        scope, cache = raw.get("scope") or "", raw.get("cache") or "default"
+        if not isinstance(scope, str) or len(scope) > 256:
+            raise VLLMValidationError("scope must be a string of at most 256 characters", parameter="scope", value=scope)
+        if cache not in _CACHE_MODES:
+            raise VLLMValidationError(f"cache must be one of {_CACHE_MODES}", parameter="cache", value=cache)
+        return cls(scope=scope, cache=cache)
+
+
+_DEFAULT_OPTIONS = RequestOptions()
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What the cache will do with one request."""
+
+    key: RequestKey | None
+    options: RequestOptions
+    status: str
+
+    @property
+    def read(self) -> bool:
+        return self.key is not None and self.options.cache in ("default", "no-store")
+
+    @property
+    def store(self) -> bool:
+        return self.key is not None and self.options.cache in ("default", "refresh")
+
+
+@dataclass
+class _Enhancements:
+    """The enhancement configs and prebuilt components handed to ``__init__``."""
+
+    cache_config: CacheConfig | None = None
+    similarity_config: SimilarityConfig | None = None
+    handler_config: HandlerConfig | None = None
+    cache_manager: TieredCache | None = None
+    similarity_helper: Any = None
+    nlp_analyzer: Any = None
+
+    def merged(self, other: _Enhancements | None) -> _Enhancements:
+        if other is None:
+            return self
+        return _Enhancements(**{k: getattr(self, k) if getattr(self, k) is not None else getattr(other, k) for k in vars(self)})
+
+
+# Set by the from_* constructors so that vLLM's own classmethods, which call
+# cls(...) without our keyword arguments, still deliver them to __init__.
+_PENDING: contextvars.ContextVar[_Enhancements | None] = contextvars.ContextVar("enhanced_llm_pending", default=None)
+
+
+class EnhancedAsyncLLM(AsyncLLM):
+    """A drop-in ``AsyncLLM`` that answers repeated (and, optionally, paraphrased) requests from a cache.
+
+    Build it like ``AsyncLLM`` (``from_engine_args``, ``from_vllm_config``) with the
+    optional keyword arguments ``cache_config``, ``similarity_config`` and
+    ``handler_config``; or seed-style, ``EnhancedAsyncLLM(model="org/name",
+    handler_config=...)``; or ``from_custom_config(custom_config=VLLMConfig(...))``.
+    """
+
+    def __init__(
+        self,
+        vllm_config: Any = None,
+        executor_class: Any = None,
+        log_stats: bool = False,
+        *args: Any,
+        model: str | None = None,
+        engine_args: dict[str, Any] | None = None,
+        cache_config: CacheConfig | None = None,
+        similarity_config: SimilarityConfig | None = None,
+        handler_config: HandlerConfig | None = None,
+        cache_manager: TieredCache | None = None,
+        similarity_helper: Any = None,
+        nlp_analyzer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        given = _Enhancements(cache_config, similarity_config, handler_config, cache_manager, similarity_helper, nlp_analyzer)
+        options = given.merged(_PENDING.get())
+        if vllm_config is None:  # seed style: EnhancedAsyncLLM(model=..., handler_config=...)
+            name = model or (options.handler_config.model_name if options.handler_config else None)
+            args_config = EngineArgsConfig(**({"model": name} if name else {}), **(engine_args or {}))
+            vllm_args = args_config.to_engine_args()
+            vllm_config = vllm_args.create_engine_config(UsageContext.ENGINE_CONTEXT)
+            executor_class = Executor.get_class(vllm_config)
+            log_stats = not vllm_args.disable_log_stats
+        super().__init__(vllm_config, executor_class, log_stats, *args, **kwargs)
+        self._setup_enhancements(options)
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_vllm_config(cls, vllm_config: Any, *args: Any, **kwargs: Any) -> EnhancedAsyncLLM:
+        enhancements, kwargs = _split_enhancements(kwargs)
+        token = _PENDING.set(enhancements)
+        try:
+            return super().from_vllm_config(vllm_config, *args, **kwargs)  # type: ignore[return-value]
+        finally:
+            _PENDING.reset(token)
+
+    @classmethod
+    def from_engine_args(cls, engine_args: Any, *args: Any, **kwargs: Any) -> EnhancedAsyncLLM:
+        enhancements, kwargs = _split_enhancements(kwargs)
+        token = _PENDING.set(enhancements)
+        try:
+            return super().from_engine_args(engine_args, *args, **kwargs)  # type: ignore[return-value]
+        finally:
+            _PENDING.reset(token)
+
+    @classmethod
+    def from_custom_config(
+        cls,
+        custom_config: VLLMConfig | None = None,
+        cache_manager: TieredCache | None = None,
+        similarity_search_helper: Any = None,
+        **kwargs: Any,
+    ) -> EnhancedAsyncLLM:
+        """Build from the library's :class:`VLLMConfig` (the seed documents' entry point)."""
+        engine_args = (custom_config or VLLMConfig()).engine_args.to_engine_args()
+        return cls.from_engine_args(
+            engine_args, cache_manager=cache_manager, similarity_helper=similarity_search_helper, **kwargs
+        )
+
+    def _setup_enhancements(self, options: _Enhancements) -> None:
+        self.handler_config = options.handler_config or HandlerConfig()
+        self.cache_config = options.cache_config or CacheConfig()
+        self.similarity_config = options.similarity_config or SimilarityConfig()
+        features = self.handler_config.features
+        self.cache_manager: TieredCache | None = None
+        if features.enable_caching:
+            self.cache_manager = options.cache_manager or TieredCache(self.cache_config)
+        self.similarity_helper = options.similarity_helper
+        self.nlp_analyzer = options.nlp_analyzer
+        self._keys = KeyBuilder(model_fingerprint(self.model_config), namespace=self.cache_config.key_prefix)
+        self._flights = SingleFlight()
+        self._followers: dict[str, asyncio.Task] = {}
+        self._closed = False
+
+    # -- the request path ---------------------------------------------------------------------
+
+    async def add_request(  # type: ignore[override]
+        self, request_id: str, prompt: Any, params: SamplingParams | PoolingParams, *args: Any, **kwargs: Any
+    ) -> Any:
+        """``AsyncLLM.add_request`` with the cache steps in front (see the module docstring)."""
+        meta = OutputMetadata()
+        if isinstance(params, PoolingParams) or isinstance(prompt, AsyncGenerator):
+            return await super().add_request(request_id, prompt, params, *args, **kwargs)  # untouched
+
+        plan = self._plan(prompt, params, args, kwargs)
+        meta.cache_status = plan.status
+        cache, key = self.cache_manager, plan.key
+        if cache is None or key is None:
+            return await self._hand_off(request_id, prompt, params, args, kwargs, plan, meta)
+
+        if plan.read:
+            if (entry := cache.get_memory(key.exact)) is not None:
+                return self._answer_from_cache(request_id, params, kwargs, entry, "memory", meta)
+            if (leader := self._flights.join(key.exact)) is not None:
+                return self._follow(leader, request_id, prompt, params, args, kwargs, plan, meta)
+        # From here on this request leads: identical requests arriving now wait for it.
+        flight = self._flights.lead(key.exact) if self._flights.join(key.exact) is None else None
+        try:
+            if plan.read:
+                if (entry := await cache.get_redis(key.exact)) is not None:
+                    self._land(key, flight, entry)
+                    return self._answer_from_cache(request_id, params, kwargs, entry, "redis", meta)
+                cache.count_miss()
+            return await self._hand_off(request_id, prompt, params, args, kwargs, plan, meta, flight=flight)
+        except BaseException:
+            self._land(key, flight, None)
+            raise
+
+    def _plan(self, prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any]) -> _Plan:
+        """Step 1: options and keys. Bad options raise VLLMValidationError; nothing else raises."""
+        options = RequestOptions.from_params(params)
+        if self.cache_manager is None:
+            return _Plan(None, options, "disabled")
+        if options.cache == "bypass":
+            self.cache_manager.stats.bypassed += 1
+            return _Plan(None, options, "bypass")
+        reason = self._uncacheable_reason(params, args)
+        if reason is None:
+            try:
+                key = self._keys.build(
+                    prompt, params, tenant=options.scope, lora_request=kwargs.get("lora_request"), kwargs=kwargs
+                )
+                return _Plan(key, options, "miss" if options.cache == "default" else options.cache)
+            except Uncacheable as exc:
+                reason = exc.reason
+            except Exception as exc:  # a key we cannot build is a pass-through, never an error
+                reason = f"key_error:{type(exc).__name__}"
+        self.cache_manager.stats.uncacheable += 1
+        return _Plan(None, options, f"uncacheable:{reason}")
+
+    def _uncacheable_reason(self, params: SamplingParams, args: tuple) -> str | None:
+        if args:
+            return "positional_arguments"
+        if not isinstance(params, SamplingParams):
+            return f"params_type:{type(params).__name__}"
+        if params.logprobs is not None or params.prompt_logprobs is not None:
+            return "logprobs"  # cached answers do not carry logprobs
+        if not self.cache_config.cache_unseeded_sampling and params.temperature > 0 and params.seed is None:
+            return "unseeded_sampling"
+        return None
+
+    def _answer_from_cache(
+        self, request_id: str, params: SamplingParams, kwargs: dict[str, Any],
+        entry: CacheEntry, level: CacheLevel, meta: OutputMetadata,
+    ) -> EnhancedRequestOutputCollector:
+        """Step 2 (hit): a collector holding the finished answer; the engine core is not touched."""
+        meta.cache_hit, meta.cache_source, meta.cache_level, meta.cache_status = True, "exact", level, "hit"
+        self._count_saving(entry)
+        output = _output_from_entry(entry, request_id, kwargs.get("lora_request"))
+        return EnhancedRequestOutputCollector.finished_with(output, params.output_kind, _local_id(request_id, "cached"), meta)
+
+    def _follow(
+        self, leader: asyncio.Future, request_id: str, prompt: Any, params: SamplingParams,
+        args: tuple, kwargs: dict[str, Any], plan: _Plan, meta: OutputMetadata,
+    ) -> EnhancedRequestOutputCollector:
+        """Step 3: wait for an identical in-flight request instead of generating again."""
+        collector = EnhancedRequestOutputCollector(params.output_kind, _local_id(request_id, "follow"), meta)
+        task = asyncio.get_running_loop().create_task(
+            self._await_leader(leader, collector, request_id, prompt, params, args, kwargs, plan)
+        )
+        follower_id = collector.request_id
+        self._followers[follower_id] = task
+        task.add_done_callback(lambda _: self._followers.pop(follower_id, None))
+        return collector
+
+    async def _await_leader(
+        self, leader: asyncio.Future, collector: EnhancedRequestOutputCollector, request_id: str,
+        prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any], plan: _Plan,
+    ) -> None:
+        meta = collector.metadata
+        try:
+            entry = await asyncio.shield(leader)
+            if entry is not None:
+                assert self.cache_manager is not None
+                self.cache_manager.stats.coalesced += 1
+                self._count_saving(entry)
+                meta.cache_hit, meta.cache_source, meta.coalesced, meta.cache_status = True, "exact", True, "coalesced"
+                collector.put(_output_from_entry(entry, request_id, kwargs.get("lora_request")))
+                return
+            # The leader ended without an answer (aborted or failed): generate ourselves.
+            await self._hand_off(request_id, prompt, params, args, kwargs, plan, meta, collector=collector)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # delivered to the reader, as vLLM delivers engine errors
+            collector.put(exc)
+
+    async def _hand_off(
+        self, request_id: str, prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any],
+        plan: _Plan, meta: OutputMetadata, collector: EnhancedRequestOutputCollector | None = None,
+        flight: asyncio.Future | None = None,
+    ) -> EnhancedRequestOutputCollector:
+        """Step 5: the engine generates; a recorder stores the answer if it finishes normally."""
+        recorder = None
+        if plan.key is not None and (plan.store or flight is not None):
+            recorder = _AnswerRecorder(self, plan.key, params, flight, store=plan.store)
+        queue = await super().add_request(request_id, prompt, params, *args, **kwargs)
+        if collector is None:
+            collector = EnhancedRequestOutputCollector(params.output_kind, queue.request_id, meta)
+        collector.request_id = queue.request_id
+        collector.observer = recorder
+        self._adopt(queue, collector)
+        return collector
+
+    def _adopt(self, queue: Any, collector: EnhancedRequestOutputCollector) -> None:
+        """Make the output processor deliver this request's outputs to ``collector`` instead of ``queue``."""
+        processor = self.output_processor
+        parent = processor.parent_requests.get(queue.request_id)
+        for request_id in list(parent.child_requests) if parent is not None else [queue.request_id]:
+            state = processor.request_states.get(request_id)
+            if state is not None and state.queue is queue:
+                state.queue = collector
+        if queue.output is not None:  # outputs that arrived while add_request was awaiting
+            pending, queue.output = queue.output, None
+            collector.put(pending)
+
+    # -- storing answers ---------------------------------------------------------------------------
+
+    def _store(self, entry: CacheEntry) -> None:
+        """Called by the recorder with a normally finished answer."""
+        if self.cache_manager is not None and not self._closed:
+            self.cache_manager.put(entry)
+
+    def _count_store_skipped(self) -> None:
+        if self.cache_manager is not None:
+            self.cache_manager.stats.store_skipped += 1
+
+    def _land(self, key: RequestKey, flight: asyncio.Future | None, entry: CacheEntry | None) -> None:
+        """End a flight this request led (no-op for None or an already landed flight)."""
+        if flight is not None:
+            self._flights.land(key.exact, flight, entry)
+
+    def _count_saving(self, entry: CacheEntry) -> None:
+        if self.cache_manager is not None:
+            self.cache_manager.stats.time_saved_s += entry.generation_seconds
+            self.cache_manager.stats.tokens_saved += entry.num_output_tokens
+
+    # -- abort, stats, shutdown -------------------------------------------------------------------
+
+    async def abort(self, request_id: Any, internal: bool = False) -> None:
+        """Abort requests; for requests answered from the cache this is a harmless no-op."""
+        request_ids = [request_id] if isinstance(request_id, str) else list(request_id)
+        for rid in request_ids:
+            if (task := self._followers.pop(rid, None)) is not None:
+                task.cancel()
+        await super().abort(request_ids, internal)
+
+    def get_cache_stats(self) -> dict[str, Any]:
+        """Counters of the exact cache (hits per level, misses, stores, evictions, Redis errors, coalesced ...)."""
+        if self.cache_manager is None:
+            return {"enabled": False}
+        stats = self.cache_manager.snapshot()
+        stats["enabled"] = True
+        stats["in_flight"] = len(self._flights)
+        return stats
+
+    async def flush_cache_writes(self) -> None:
+        """Wait until background Redis writes have landed (tests, graceful shutdown)."""
+        if self.cache_manager is not None:
+            await self.cache_manager.flush()
+
+    async def generate_enhanced(
+        self, prompt: Any, sampling_params: SamplingParams | None = None, request_id: str | None = None, **kwargs: Any
+    ) -> AsyncIterator[EnhancedOutput]:
+        """``generate()`` yielding :class:`EnhancedOutput` items (``.text``, ``.finished``, ``.metadata``, ``.error``)."""
+        request_id = request_id or uuid.uuid4().hex
+        try:
+            async for output in self.generate(prompt, sampling_params or SamplingParams(), request_id, **kwargs):
+                first = output.outputs[0] if output.outputs else None
+                yield EnhancedOutput(first.text if first else "", output.finished, getattr(output, "metadata", {}), None, output)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            yield EnhancedOutput("", True, {}, f"{type(exc).__name__}: {exc}")
+
+    async def cleanup(self) -> None:
+        """Close Redis pools and background tasks, then shut the engine down (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            for task in list(self._followers.values()):
+                task.cancel()
+            if self.cache_manager is not None:
+                await self.cache_manager.close()
+            for component in (self.similarity_helper, self.nlp_analyzer):
+                close = getattr(component, "close", None)
+                if close is not None:
+                    result = close()
+                    if asyncio.iscoroutine(result):
+                        await result
+        self.shutdown()
+
+
+def _split_enhancements(kwargs: dict[str, Any]) -> tuple[_Enhancements, dict[str, Any]]:
+    names = ("cache_config", "similarity_config", "handler_config", "cache_manager", "similarity_helper", "nlp_analyzer")
+    picked = {name: kwargs.pop(name) for name in names if name in kwargs}
+    return _Enhancements(**picked), kwargs
+
+
+def _local_id(request_id: str, kind: str) -> str:
+    return f"{request_id}-{kind}-{uuid.uuid4().hex[:8]}"
+
+
+def _output_from_entry(entry: CacheEntry, request_id: str, lora_request: Any) -> RequestOutput:
+    """A finished ``RequestOutput`` equal to the one the engine produced."""
+    completions = [
+        CompletionOutput(
+            index=c.index, text=c.text, token_ids=list(c.token_ids), cumulative_logprob=c.cumulative_logprob,
+            logprobs=None, finish_reason=c.finish_reason, stop_reason=c.stop_reason, lora_request=lora_request,
+        )
+        for c in entry.completions
+    ]
+    return RequestOutput(
+        request_id=request_id, prompt=entry.prompt, prompt_token_ids=list(entry.prompt_token_ids),
+        prompt_logprobs=None, outputs=completions, finished=True, lora_request=lora_request,
+        num_cached_tokens=len(entry.prompt_token_ids),
+    )
+
+
+class _AnswerRecorder:
+    """Observes one engine request's outputs; stores the answer only if every choice ended normally."""
+
+    def __init__(
+        self, engine: EnhancedAsyncLLM, key: RequestKey, params: SamplingParams, flight: asyncio.Future | None, store: bool
+    ) -> None:
+        self._engine = engine
+        self._store = store
+        self._key = key
+        self._n = params.n
+        self._delta = params.output_kind.name == "DELTA"
+        self._flight = flight
+        self._started = time.perf_counter()
+        self._texts: dict[int, str] = {}
+        self._tokens: dict[int, list[int]] = {}
+        self._ends: dict[int, tuple[str | None, int | str | None, float | None]] = {}
+        self._prompt: str | None = None
+        self._prompt_token_ids: list[int] | None = None
+        self._done = False
+
+    def __call__(self, output: Any) -> None:
+        if self._done:
+            return
+        if not isinstance(output, RequestOutput):  # an exception: the request failed
+            self.abandon()
+            return
+        for c in output.outputs:
+            if self._delta:
+                self._texts[c.index] = self._texts.get(c.index, "") + c.text
+                self._tokens.setdefault(c.index, []).extend(c.token_ids)
+            else:  # cumulative or final-only: each output holds everything so far (copy: vLLM reuses lists)
+                self._texts[c.index] = c.text
+                self._tokens[c.index] = list(c.token_ids)
+            self._ends[c.index] = (c.finish_reason, c.stop_reason, c.cumulative_logprob)
+        if output.prompt_token_ids is not None:
+            self._prompt_token_ids = list(output.prompt_token_ids)
+        self._prompt = output.prompt if output.prompt is not None else self._prompt
+        if output.finished:
+            self._finish()
+
+    def _finish(self) -> None:
+        entry = self._entry()
+        self._done = True
+        if entry is not None and entry.num_output_tokens > self._engine.cache_config.max_entry_tokens:
+            entry = None
+        if entry is None:
+            self._engine._count_store_skipped()
+        elif self._store:
+            self._engine._store(entry)
+        self._land(entry)
+
+    def _entry(self) -> CacheEntry | None:
+        if len(self._ends) != self._n or self._prompt_token_ids is None:
+            return None
+        if any(reason not in _NORMAL_FINISH for reason, _, _ in self._ends.values()):
+            return None  # aborted, errored, or cut short: never cached
+        completions = [
+            CachedCompletion(i, self._texts[i], self._tokens[i], self._ends[i][2], self._ends[i][0], self._ends[i][1])  # type: ignore[arg-type]
+            for i in sorted(self._ends)
+        ]
+        return CacheEntry(
+            key=self._key.exact, scope=self._key.scope, prompt=self._prompt,
+            prompt_token_ids=self._prompt_token_ids, completions=completions, question=self._key.question,
+            generation_seconds=time.perf_counter() - self._started,
+        )
+
+    def abandon(self) -> None:
+        """The request ended without a storable answer."""
+        self._done = True
+        self._land(None)
+
+    def _land(self, entry: CacheEntry | None) -> None:
+        self._engine._land(self._key, self._flight, entry)
+        self._flight = None
