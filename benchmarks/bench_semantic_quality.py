@@ -1,0 +1,245 @@
+"""Semantic cache quality: GPTCache's protocol on its own data, plus an adversarial set.
+
+Protocol (see ../shared/README.md): store every ``origin`` with its index as the
+answer id (one scope), query every ``similar``; a hit returning the pair's own
+index is correct, another index is wrong, no hit is a miss.
+precision = correct / hits, hit rate = hits / queries.
+
+Compared in one run, all with the same MiniLM embeddings and FAISS IndexFlatIP:
+  plain     cosine threshold alone (at our threshold, and at the threshold whose
+            hit rate matches ours: a sweep);
+  gptcache  GPTCache 0.1.44 itself, default similarity evaluation, fed the same
+            vectors (skipped when it or sqlalchemy is not installed);
+  ours      threshold + verifier + ambiguity rule (SemanticCache.choose).
+
+The adversarial set (benchmarks/data/semantic_adversarial.json) is scored pair by
+pair: store ``a``, query ``b``; a hit on a "different" pair is a wrong hit.
+
+Embeddings are cached under benchmarks/results/ (gitignored). Prints JSON.
+Usage: python benchmarks/bench_semantic_quality.py [--threshold 0.8] [--qqp 10000] [--no-gptcache]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from enhanced_llm.config import SimilarityConfig  # noqa: E402
+from enhanced_llm.semantic import Embedder, SemanticCache, VectorIndex  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+DATA = ROOT.parent.parent / "shared" / "data" / "gptcache-benchmark"
+RESULTS = ROOT / "results"
+
+
+def embeddings(emb: Embedder, name: str, texts: list[str]) -> np.ndarray:
+    """Embeddings of ``texts``, cached in benchmarks/results/emb_<name>.npy."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"emb_{name}.npy"
+    if path.exists():
+        vecs = np.load(path)
+        if len(vecs) == len(texts):
+            return vecs
+    vecs = np.concatenate([emb.embed_sync(texts[i : i + 64]) for i in range(0, len(texts), 64)])
+    np.save(path, vecs)
+    return vecs
+
+
+def score(pred: list[int | None]) -> dict[str, float]:
+    n = len(pred)
+    hits = sum(p is not None for p in pred)
+    correct = sum(p == i for i, p in enumerate(pred))
+    return {
+        "queries": n,
+        "hits": hits,
+        "correct": correct,
+        "wrong": hits - correct,
+        "hit_rate": round(hits / n, 4),
+        "precision": round(correct / hits, 4) if hits else 0.0,
+    }
+
+
+def plain(top_score: np.ndarray, top_id: np.ndarray, threshold: float) -> dict[str, float]:
+    return score([int(i) if s >= threshold - 1e-5 else None for s, i in zip(top_score, top_id)])
+
+
+def plain_at_hit_rate(top_score: np.ndarray, top_id: np.ndarray, hit_rate: float) -> dict[str, float]:
+    """Plain cosine at the threshold whose hit rate is closest to ``hit_rate``."""
+    n = len(top_score)
+    k = max(1, min(n, round(hit_rate * n)))
+    t = float(np.sort(top_score)[::-1][k - 1])
+    r = plain(top_score, top_id, t)
+    r["threshold"] = round(t, 4)
+    return r
+
+
+def run_dataset(name: str, pairs: list[dict], cache: SemanticCache, threshold: float, use_gptcache: bool) -> dict:
+    emb = cache.embedder
+    origins = [p["origin"] for p in pairs]
+    similars = [p["similar"] for p in pairs]
+    vo = embeddings(emb, f"{name}_origin", origins)
+    vs = embeddings(emb, f"{name}_similar", similars)
+
+    index = VectorIndex(vo.shape[1], max_entries=len(origins) + 1, approximate_after=len(origins) + 1)
+    index.add_many("bench", [(str(i), q) for i, q in enumerate(origins)], vo)
+    t0 = time.perf_counter()
+    rows = index.search_many("bench", vs, cache.candidates)
+    search_s = time.perf_counter() - t0
+    top_score = np.array([r[0].score if r else -1.0 for r in rows])
+    top_id = np.array([int(r[0].entry_id) if r else -1 for r in rows])
+
+    t0 = time.perf_counter()
+    ours_pred = []
+    for text, row in zip(similars, rows):
+        m = cache.choose(text, row)
+        ours_pred.append(int(m.entry_id) if m else None)
+    verify_s = time.perf_counter() - t0
+    ours = score(ours_pred)
+    ours["threshold"] = threshold
+    ours["decide_us_per_query"] = round(1e6 * verify_s / len(similars), 1)
+    ours["faiss_search_us_per_query"] = round(1e6 * search_s / len(similars), 1)
+    out = {
+        "pairs": len(pairs),
+        "plain_same_threshold": plain(top_score, top_id, threshold) | {"threshold": threshold},
+        "plain_same_hit_rate": plain_at_hit_rate(top_score, top_id, ours["hit_rate"]),
+        "ours": ours,
+        "rejections": dict(cache.rejections),
+    }
+    cache.rejections.clear()
+    if use_gptcache:
+        try:
+            out["gptcache_0_1_44"] = run_gptcache(origins, similars, vo, vs, name)
+        except Exception as exc:  # noqa: BLE001 - report, don't abort the other results
+            out["gptcache_0_1_44"] = {"skipped": f"gptcache run failed: {exc!r}"}
+    return out
+
+
+def run_gptcache(origins: list[str], similars: list[str], vo: np.ndarray, vs: np.ndarray, name: str) -> dict:
+    """GPTCache 0.1.44 with its defaults (SearchDistanceEvaluation, threshold 0.8), fed our vectors."""
+    try:
+        import gptcache  # noqa: F401
+        import sqlalchemy  # noqa: F401  (without it GPTCache pip-installs it at run time)
+        from gptcache import Cache, Config
+        from gptcache.adapter.api import get, put
+        from gptcache.manager import CacheBase, VectorBase, get_data_manager
+        from gptcache.processor.pre import get_prompt
+        from gptcache.similarity_evaluation.distance import SearchDistanceEvaluation
+    except Exception as exc:  # noqa: BLE001
+        return {"skipped": f"gptcache 0.1.44 not usable here: {exc!r}"}
+    table = {t: v for t, v in zip(origins, vo)} | {t: v for t, v in zip(similars, vs)}
+    tmp = RESULTS / f"gptcache_{name}"  # GPTCache flushes its index here at exit
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if True:
+        dm = get_data_manager(
+            CacheBase("sqlite", sql_url=f"sqlite:///{tmp}/gc.db"),
+            VectorBase("faiss", dimension=vo.shape[1], index_path=f"{tmp}/gc.index"),
+        )
+        c = Cache()
+        c.init(
+            pre_embedding_func=get_prompt,
+            embedding_func=lambda text, **_: table[text],
+            data_manager=dm,
+            similarity_evaluation=SearchDistanceEvaluation(),
+            config=Config(similarity_threshold=0.8),
+        )
+        for i, q in enumerate(origins):
+            put(q, str(i), cache_obj=c)
+        pred, lat = [], []
+        for q in similars:
+            t0 = time.perf_counter()
+            a = get(q, cache_obj=c)
+            lat.append(time.perf_counter() - t0)
+            pred.append(int(a) if a is not None else None)
+    r = score(pred)
+    r["config"] = "SearchDistanceEvaluation, similarity_threshold=0.8 (defaults), faiss, same MiniLM vectors"
+    r["get_latency_p50_ms"] = round(1000 * float(np.percentile(lat, 50)), 3)
+    return r
+
+
+def run_adversarial(cache: SemanticCache, threshold: float) -> dict:
+    spec = json.loads((ROOT / "data" / "semantic_adversarial.json").read_text())["pairs"]
+    emb = cache.embedder
+    va = emb.embed_sync([p["a"] for p in spec])
+    vb = emb.embed_sync([p["b"] for p in spec])
+    sims = (va * vb).sum(1)
+    groups: dict[str, dict[str, int]] = {}
+    wrong_examples, missed_examples = [], []
+    for p, s in zip(spec, sims.tolist()):
+        from enhanced_llm.semantic.index import Candidate
+
+        m = cache.choose(p["b"], [Candidate("0", p["a"], s)])
+        plain_hit = s >= threshold - 1e-5
+        g = groups.setdefault(f"{p['label']}_{p['lang']}", {"pairs": 0, "hits": 0, "plain_hits": 0})
+        g["pairs"] += 1
+        g["hits"] += m is not None
+        g["plain_hits"] += plain_hit
+        if m is not None and p["label"] == "different":
+            wrong_examples.append([p["a"], p["b"], round(s, 3)])
+        if m is None and p["label"] == "same":
+            missed_examples.append([p["a"], p["b"], round(s, 3)])
+    diff = [g for k, g in groups.items() if k.startswith("different")]
+    same = [g for k, g in groups.items() if k.startswith("same")]
+    n_diff, n_same = sum(g["pairs"] for g in diff), sum(g["pairs"] for g in same)
+    return {
+        "pairs": len(spec),
+        "by_group": groups,
+        "wrong_hit_rate": round(sum(g["hits"] for g in diff) / n_diff, 4),
+        "plain_wrong_hit_rate": round(sum(g["plain_hits"] for g in diff) / n_diff, 4),
+        "paraphrase_hit_rate": round(sum(g["hits"] for g in same) / n_same, 4),
+        "paraphrase_hit_rate_en": round(groups["same_en"]["hits"] / groups["same_en"]["pairs"], 4),
+        "plain_paraphrase_hit_rate": round(sum(g["plain_hits"] for g in same) / n_same, 4),
+        "wrong_hits": wrong_examples,
+        "missed_paraphrases": missed_examples,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threshold", type=float, default=0.8)
+    ap.add_argument("--qqp", type=int, default=10_000)
+    ap.add_argument("--no-gptcache", action="store_true")
+    args = ap.parse_args()
+
+    cfg = SimilarityConfig(similarity_threshold=args.threshold)
+    cache = SemanticCache(cfg)
+    cache.embedder.load()
+    cache.index = None  # choose() only needs the verifier and thresholds
+    mock = json.loads((DATA / "mock_data.json").read_text())
+    qqp = json.load(gzip.open(DATA / "similar_qqp.json.gz"))[: args.qqp]
+
+    t0 = time.time()
+    report = {
+        "model": cfg.embedding_model,
+        "threshold": args.threshold,
+        "ambiguity_margin": cache.ambiguity_margin,
+        "mock_data": run_dataset("mock", mock, cache, args.threshold, not args.no_gptcache),
+        f"qqp_first_{len(qqp)}": run_dataset(f"qqp{len(qqp)}", qqp, cache, args.threshold, not args.no_gptcache),
+        "adversarial": run_adversarial(cache, args.threshold),
+    }
+    m, q, a = report["mock_data"], report[f"qqp_first_{len(qqp)}"], report["adversarial"]
+    targets = {
+        "mock_precision>=0.99_at_hit_rate>=0.80": m["ours"]["precision"] >= 0.99 and m["ours"]["hit_rate"] >= 0.80,
+        "qqp_precision>=plain_same_hit_rate+0.15": q["ours"]["precision"] >= q["plain_same_hit_rate"]["precision"] + 0.15,
+        "adversarial_wrong_hits<=0.02": a["wrong_hit_rate"] <= 0.02,
+        "adversarial_paraphrase_hits>=0.80": a["paraphrase_hit_rate"] >= 0.80,
+    }
+    report["targets"] = {k: ("met" if v else "not met") for k, v in targets.items()}
+    report["seconds"] = round(time.time() - t0, 1)
+    json.dump(report, sys.stdout, indent=1, ensure_ascii=False)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""FAISS vector index of cached questions, partitioned by scope.
+
+Every stored vector points to an ``entry_id`` (the exact-cache key of the
+answer) and keeps the question text, so a match can be verified and served.
+
+* **Scopes.** A scope (model + sampling settings + ...) is its own FAISS index:
+  a query only ever sees entries of its own scope. ``scope=None`` in
+  :meth:`VectorIndex.search` searches all scopes (similarity search).
+* **Exact, then approximate.** A scope starts as ``IndexFlatIP`` (exact inner
+  product = cosine on normalised vectors). Once it holds more than
+  ``approximate_after`` live entries it is rebuilt as ``IndexHNSWFlat`` (inner
+  product), and back to flat if it shrinks below half of that.
+* **Removal.** HNSW cannot delete, so removal is a *tombstone*: the id leaves
+  the id map at once (it is never returned again) and searches ask FAISS for
+  FAISS to skip them (an ``IDSelectorNot`` in the search parameters). When tombstones exceed a quarter of a scope
+  (and at least 64) the scope is compacted: ``remove_ids`` for flat, a rebuild
+  from the live vectors for HNSW (seconds for 100k entries, under the lock).
+* **Bound.** At most ``max_entries`` live entries over all scopes; beyond that
+  the least recently used (added or :meth:`touch`-ed) are evicted and their
+  entry ids handed to ``on_evict`` (outside the lock), so the cache entries
+  they point to can go too.
+
+All methods are thread-safe (one re-entrant lock); the async facade calls them
+from a worker thread because FAISS work is CPU-bound.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from enhanced_llm.errors import MissingDependencyError
+
+__all__ = ["Candidate", "VectorIndex"]
+
+EvictCallback = Callable[[list[str]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One search result: a stored question and its cosine similarity to the query."""
+
+    entry_id: str
+    question: str
+    score: float
+    scope: str = ""
+
+
+@dataclass(slots=True)
+class _Entry:
+    entry_id: str
+    question: str
+    scope: str
+
+
+@dataclass(slots=True)
+class _Scope:
+    index: Any  # faiss.IndexIDMap2 over IndexFlatIP or IndexHNSWFlat
+    approximate: bool = False
+    live: int = 0
+    dead: set[int] = field(default_factory=set)
+    params: Any = None  # cached SearchParameters that skip the tombstones
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as exc:
+        raise MissingDependencyError("faiss-cpu", "semantic cache", extra="semantic") from exc
+    return faiss
+
+
+class VectorIndex:
+    """Scoped FAISS index of ``(entry_id, question, vector)`` with LRU bound."""
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        max_entries: int = 100_000,
+        approximate_after: int = 20_000,
+        on_evict: EvictCallback | None = None,
+        hnsw_m: int = 32,
+        ef_construction: int = 64,
+        ef_search: int = 64,
+    ) -> None:
+        self._faiss = _faiss()
+        self.dim = dim
+        self.max_entries = max(1, max_entries)
+        self.approximate_after = max(1, approximate_after)
+        self.on_evict = on_evict
+        self.hnsw_m = hnsw_m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        self._lock = threading.RLock()
+        self._scopes: dict[str, _Scope] = {}
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()  # LRU order, oldest first
+        self._by_entry_id: dict[str, int] = {}
+        self._next_id = 1
+        self.evictions = 0
+        self.rebuilds = 0
+
+    # -- writing ---------------------------------------------------------------
+
+    def add(self, scope: str, entry_id: str, question: str, vector: np.ndarray) -> None:
+        """Store one vector; an existing ``entry_id`` is replaced."""
+        self.add_many(scope, [(entry_id, question)], np.asarray(vector, dtype=np.float32).reshape(1, -1))
+
+    def add_many(self, scope: str, items: list[tuple[str, str]], vectors: np.ndarray) -> None:
+        """Store ``(entry_id, question)`` pairs with their ``(n, dim)`` vectors in one scope."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if len(items) != len(vectors):
+            raise ValueError("items and vectors differ in length")
+        if not items:
+            return
+        with self._lock:
+            for entry_id, _ in items:
+                self._remove_locked(entry_id)
+            ids = np.arange(self._next_id, self._next_id + len(items), dtype=np.int64)
+            self._next_id += len(items)
+            sc = self._scopes.get(scope)
+            if sc is None:
+                sc = self._scopes[scope] = _Scope(index=self._new_index(approximate=False))
+            sc.index.add_with_ids(vectors, ids)
+            sc.live += len(items)
+            for i, (entry_id, question) in zip(ids.tolist(), items):
+                self._entries[i] = _Entry(entry_id, question, scope)
+                self._by_entry_id[entry_id] = i
+            if not sc.approximate and sc.live > self.approximate_after:
+                self._rebuild(sc, approximate=True)
+            evicted = self._evict_locked()
+        if evicted and self.on_evict is not None:
+            self.on_evict(evicted)
+
+    def remove(self, entry_id: str) -> bool:
+        """Forget ``entry_id``; returns whether it was stored."""
+        with self._lock:
+            return self._remove_locked(entry_id)
+
+    def touch(self, entry_id: str) -> None:
+        """Mark an entry as recently used (it was served), delaying its eviction."""
+        with self._lock:
+            i = self._by_entry_id.get(entry_id)
+            if i is not None:
+                self._entries.move_to_end(i)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._scopes.clear()
+            self._entries.clear()
+            self._by_entry_id.clear()
+
+    # -- reading -----------------------------------------------------------------
+
+    def search(self, scope: str | None, vector: np.ndarray, k: int) -> list[Candidate]:
+        """Up to ``k`` stored questions of ``scope`` (None: every scope), cosine descending."""
+        return self.search_many(scope, np.asarray(vector, dtype=np.float32).reshape(1, -1), k)[0]
+
+    def search_many(self, scope: str | None, vectors: np.ndarray, k: int) -> list[list[Candidate]]:
+        """:meth:`search` for each row of ``vectors`` (one FAISS call per scope)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        results: list[list[Candidate]] = [[] for _ in range(len(vectors))]
+        if k <= 0 or not len(vectors):
+            return results
+        with self._lock:
+            names = list(self._scopes) if scope is None else ([scope] if scope in self._scopes else [])
+            for name in names:
+                sc = self._scopes[name]
+                ntotal = sc.index.ntotal
+                if sc.live <= 0 or ntotal == 0:
+                    continue
+                scores, ids = sc.index.search(vectors, min(k, sc.live), params=self._params(sc))
+                for row, (srow, irow) in enumerate(zip(scores.tolist(), ids.tolist())):
+                    for s, i in zip(srow, irow):
+                        e = self._entries.get(i) if i >= 0 else None
+                        if e is not None:
+                            results[row].append(Candidate(e.entry_id, e.question, float(s), name))
+        for row in results:
+            row.sort(key=lambda c: c.score, reverse=True)
+            del row[k:]
+        return results
+
+    def get(self, entry_id: str) -> tuple[str, str] | None:
+        """``(scope, question)`` of a stored entry, or None."""
+        with self._lock:
+            i = self._by_entry_id.get(entry_id)
+            if i is None:
+                return None
+            e = self._entries[i]
+            return e.scope, e.question
+
+    def __contains__(self, entry_id: object) -> bool:
+        return entry_id in self._by_entry_id
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entry_ids(self) -> Iterable[str]:
+        with self._lock:
+            return list(self._by_entry_id)
+
+    # -- sizes -------------------------------------------------------------------
+
+    def memory_bytes(self) -> int:
+        """Estimate of the bytes held: FAISS vectors and graph, id maps and Python entries."""
+        with self._lock:
+            total = 0
+            for sc in self._scopes.values():
+                per_vec = self.dim * 4 + 8 + 16  # vector, id, id-map slot
+                if sc.approximate:
+                    per_vec += int(self.hnsw_m * 2 * 4 * 1.05) + 8  # level-0 links + upper levels + level
+                total += sc.index.ntotal * per_vec
+            questions = sum(len(e.question) + len(e.entry_id) for e in self._entries.values())
+            return total + questions + len(self._entries) * 360  # entry objects, dict and OrderedDict slots
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "entries": len(self._entries),
+                "scopes": len(self._scopes),
+                "approximate_scopes": sum(1 for s in self._scopes.values() if s.approximate),
+                "tombstones": sum(len(s.dead) for s in self._scopes.values()),
+                "evictions": self.evictions,
+                "rebuilds": self.rebuilds,
+                "memory_bytes": self.memory_bytes(),
+            }
+
+    # -- internals -----------------------------------------------------------------
+
+    def _new_index(self, approximate: bool) -> Any:
+        faiss = self._faiss
+        if approximate:
+            base = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            base.hnsw.efConstruction = self.ef_construction
+            base.hnsw.efSearch = self.ef_search
+        else:
+            base = faiss.IndexFlatIP(self.dim)
+        return faiss.IndexIDMap2(base)
+
+    def _remove_locked(self, entry_id: str) -> bool:
+        i = self._by_entry_id.pop(entry_id, None)
+        if i is None:
+            return False
+        e = self._entries.pop(i)
+        sc = self._scopes[e.scope]
+        sc.dead.add(i)
+        sc.params = None
+        sc.live -= 1
+        if sc.live == 0:
+            del self._scopes[e.scope]
+        elif len(sc.dead) >= 64 and len(sc.dead) * 4 > sc.index.ntotal:
+            self._compact(sc)
+        return True
+
+    def _evict_locked(self) -> list[str]:
+        evicted: list[str] = []
+        while len(self._entries) > self.max_entries:
+            _, e = next(iter(self._entries.items()))
+            self._remove_locked(e.entry_id)
+            evicted.append(e.entry_id)
+        self.evictions += len(evicted)
+        return evicted
+
+    def _compact(self, sc: _Scope) -> None:
+        if not sc.approximate and sc.live >= self.approximate_after // 2:
+            sc.index.remove_ids(np.fromiter(sc.dead, dtype=np.int64, count=len(sc.dead)))
+            sc.dead.clear()
+            sc.params = None
+            return
+        self._rebuild(sc, approximate=sc.approximate and sc.live >= self.approximate_after // 2)
+
+    def _rebuild(self, sc: _Scope, approximate: bool) -> None:
+        """Re-create a scope's index from its live vectors (drops tombstones)."""
+        faiss = self._faiss
+        old = sc.index
+        ids = faiss.vector_to_array(old.id_map).astype(np.int64)
+        keep = np.fromiter((i not in sc.dead for i in ids.tolist()), dtype=bool, count=len(ids))
+        new = self._new_index(approximate)
+        if keep.any():
+            vectors = faiss.downcast_index(old.index).reconstruct_n(0, old.ntotal)
+            new.add_with_ids(np.ascontiguousarray(vectors[keep]), ids[keep])
+        sc.index, sc.approximate, sc.params = new, approximate, None
+        sc.dead.clear()
+        self.rebuilds += 1
+
+    def _params(self, sc: _Scope) -> Any:
+        """Search parameters for a scope: efSearch for HNSW, a selector skipping tombstones."""
+        if sc.params is None and (sc.dead or sc.approximate):
+            faiss = self._faiss
+            p = faiss.SearchParametersHNSW() if sc.approximate else faiss.SearchParameters()
+            if sc.approximate:
+                p.efSearch = self.ef_search
+            if sc.dead:
+                batch = faiss.IDSelectorBatch(np.fromiter(sc.dead, dtype=np.int64, count=len(sc.dead)))
+                p.sel = faiss.IDSelectorNot(batch)
+                p._keep = batch  # the C++ selector points at it
+            sc.params = p
+        return sc.params
