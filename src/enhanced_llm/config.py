@@ -187,6 +187,12 @@ class SimilarityConfig(BaseModel):
     index_max_entries: int = Field(default=100_000, gt=0, description="Vectors kept per process (all scopes).")
     approximate_after: int = Field(default=20_000, gt=0, description="A scope's index switches from exact to HNSW past this size.")
     lookup_timeout: float = Field(default=0.05, gt=0, description="Seconds a semantic lookup may take before the request goes to the engine alone.")
+    ambiguity_margin: float = Field(
+        default=0.02, ge=0, le=1, description="Serve nothing when two different accepted entries score within this margin."
+    )
+    min_coverage: float = Field(
+        default=0.9, ge=0, le=1, description="Share of the text's tokens the embedding model must know (not [UNK]) for a semantic hit."
+    )
 
 
 class FeatureFlags(BaseModel):

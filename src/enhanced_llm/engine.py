@@ -208,11 +208,58 @@ class EnhancedAsyncLLM(AsyncLLM):
         if features.enable_caching:
             self.cache_manager = options.cache_manager or TieredCache(self.cache_config)
         self.similarity_helper = options.similarity_helper
+        if self.similarity_helper is None and features.enable_similarity_search:
+            self.similarity_helper = self._build_similarity_helper()
         self.nlp_analyzer = options.nlp_analyzer
+        if self.nlp_analyzer is None and features.enable_nlp_enhancement:
+            from .nlp import AsyncNLPAnalyzer
+
+            self.nlp_analyzer = AsyncNLPAnalyzer(self.handler_config.nlp)
         self._keys = KeyBuilder(model_fingerprint(self.model_config), namespace=self.cache_config.key_prefix)
         self._flights = SingleFlight()
         self._followers: dict[str, asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()
+        self._start_task: asyncio.Task | None = None
         self._closed = False
+
+    def _build_similarity_helper(self) -> Any:
+        """The semantic cache / similarity search, sharing the exact cache's Redis when it has one."""
+        from .semantic import SemanticCache
+
+        redis_client = None
+        if self.cache_manager is not None and self.cache_manager.redis is not None:
+            redis_client = self.cache_manager.redis.client
+        return SemanticCache(
+            self.similarity_config,
+            redis=redis_client,
+            key_prefix=f"{self.cache_config.key_prefix}:sem:",
+            redis_timeout=self.cache_config.redis_timeout,
+            entry_ttl=self.cache_config.ttl,
+        )
+
+    async def start_enhancements(self) -> None:
+        """Load the embedding model and NLP pipelines and hydrate the vector index (idempotent).
+
+        Called by the handler at start; otherwise started in the background by the
+        first request, which does not wait for it (the semantic layer joins once ready).
+        """
+        if self._start_task is None:
+            self._start_task = asyncio.get_running_loop().create_task(self._start_components())
+        await asyncio.shield(self._start_task)
+
+    async def _start_components(self) -> None:
+        for component, method in ((self.similarity_helper, "start"), (self.nlp_analyzer, "warmup")):
+            if component is None:
+                continue
+            try:
+                await getattr(component, method)()
+            except Exception:  # a component that cannot start is reported by health, not raised
+                logger.exception("starting %s failed", type(component).__name__)
+
+    @property
+    def semantic_ready(self) -> bool:
+        helper = self.similarity_helper
+        return helper is not None and self._start_task is not None and self._start_task.done() and helper.health().get("started", False)
 
     # -- the request path ---------------------------------------------------------------------
 
@@ -394,6 +441,32 @@ class EnhancedAsyncLLM(AsyncLLM):
         stats["enabled"] = True
         stats["in_flight"] = len(self._flights)
         return stats
+
+    def get_enhanced_stats(self) -> dict[str, Any]:
+        """Cache, semantic and NLP statistics in one dict."""
+        return {
+            "cache": self.get_cache_stats(),
+            "semantic": self.similarity_helper.stats() if self.similarity_helper is not None else {"enabled": False},
+            "nlp": self.nlp_analyzer.stats() if self.nlp_analyzer is not None else {"enabled": False},
+        }
+
+    async def check_components(self) -> dict[str, Any]:
+        """Real probes of each component: engine (core process alive), cache levels, vector index, NLP."""
+        components: dict[str, Any] = {}
+        try:
+            await asyncio.wait_for(self.check_health(), timeout=5)
+            components["engine"] = {"status": "healthy", "running": self.is_running}
+        except Exception as exc:
+            components["engine"] = {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}
+        if self.cache_manager is not None:
+            components["cache"] = await self.cache_manager.health()
+        if self.similarity_helper is not None:
+            health = self.similarity_helper.health()
+            ok = health.get("started") and health.get("redis") in (None, "ok")
+            components["vector_index"] = {"status": "healthy" if ok else "degraded", **health}
+        if self.nlp_analyzer is not None:
+            components["nlp"] = self.nlp_analyzer.health()
+        return components
 
     async def flush_cache_writes(self) -> None:
         """Wait until background Redis writes have landed (tests, graceful shutdown)."""
