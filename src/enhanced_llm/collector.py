@@ -14,6 +14,7 @@ It is a ``RequestOutputCollector``, so ``AsyncLLM.generate()`` reads it with
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -64,6 +65,11 @@ class EnhancedRequestOutputCollector(RequestOutputCollector):
         super().__init__(output_kind, request_id)
         self.metadata = metadata or OutputMetadata()
         self.observer = observer
+        self.delivered = 0  #: outputs handed to the reader so far
+        self._gate: asyncio.Event | None = None
+        self._sealed = False
+        self._enrichment: list[asyncio.Task] = []
+        self._enrichment_timeout = 0.0
 
     @classmethod
     def finished_with(
@@ -77,6 +83,8 @@ class EnhancedRequestOutputCollector(RequestOutputCollector):
     # -- producer side -----------------------------------------------------------------------
 
     def put(self, output: Any) -> None:
+        if self._sealed:  # answered from the semantic cache: the aborted engine request is ignored
+            return
         if self.observer is not None:
             try:
                 self.observer(output)
@@ -86,16 +94,56 @@ class EnhancedRequestOutputCollector(RequestOutputCollector):
             self.metadata.finished_at = time.perf_counter()
         super().put(output)
 
+    def take_over(self, output: RequestOutput) -> None:
+        """Replace the engine's stream by this finished output (a semantic hit before the first token)."""
+        self._sealed = True
+        self.observer = None
+        self.output = None
+        self.metadata.finished_at = time.perf_counter()
+        super().put(output)
+
+    # -- holding outputs back ------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Hold engine outputs back until :meth:`release` (the semantic race runs meanwhile)."""
+        self._gate = asyncio.Event()
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate.set()
+
+    def add_enrichment(self, task: asyncio.Task, timeout: float) -> None:
+        """The finished output waits (at most ``timeout`` s) for ``task`` to fill in metadata."""
+        self._enrichment.append(task)
+        self._enrichment_timeout = max(self._enrichment_timeout, timeout)
+
+    def _held(self) -> bool:
+        if self._gate is not None and not self._gate.is_set():
+            return True
+        output = self.output
+        return (
+            isinstance(output, RequestOutput) and output.finished
+            and any(not task.done() for task in self._enrichment)
+        )
+
     # -- consumer side (vLLM's generate loop) --------------------------------------------------
 
     async def get(self) -> Any:
-        return self._stamp(await super().get())
+        if self._gate is not None:
+            await self._gate.wait()
+        output = await super().get()
+        if output.finished and self._enrichment:
+            await asyncio.wait(self._enrichment, timeout=self._enrichment_timeout)
+        return self._stamp(output)
 
     def get_nowait(self) -> Any:
+        if self._held():
+            return None
         output = super().get_nowait()
         return None if output is None else self._stamp(output)
 
     def _stamp(self, output: Any) -> Any:
+        self.delivered += 1
         output.metadata = self.metadata.as_dict()
         return output
 

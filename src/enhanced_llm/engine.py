@@ -24,9 +24,11 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from cachetools import TTLCache
 
 from vllm.exceptions import VLLMValidationError
 from vllm.outputs import CompletionOutput, RequestOutput
@@ -38,10 +40,12 @@ from vllm.v1.executor import Executor
 
 from .cache.entry import CachedCompletion, CacheEntry
 from .cache.keys import KeyBuilder, RequestKey, Uncacheable, model_fingerprint
+from .cache.redis_store import make_redis_client
 from .cache.singleflight import SingleFlight
 from .cache.tiered import CacheLevel, TieredCache
 from .collector import EnhancedOutput, EnhancedRequestOutputCollector
 from .config import CacheConfig, EngineArgsConfig, HandlerConfig, SimilarityConfig, VLLMConfig
+from .enrichment import Enricher, context_block, prompt_text
 from .metadata import OutputMetadata
 
 __all__ = ["EnhancedAsyncLLM", "RequestOptions", "OPTIONS_KEY"]
@@ -221,14 +225,25 @@ class EnhancedAsyncLLM(AsyncLLM):
         self._background: set[asyncio.Task] = set()
         self._start_task: asyncio.Task | None = None
         self._closed = False
+        self._enricher = Enricher(self.nlp_analyzer, self.similarity_helper, self.handler_config, self.similarity_config)
+        #: request id -> its metadata while it runs (and a while after): the per-request context store
+        self._contexts: TTLCache = TTLCache(maxsize=10_000, ttl=600)
+        if self.cache_manager is not None and self.similarity_helper is not None:
+            self.cache_manager.add_eviction_listener(lambda key, _entry: self._spawn(self.similarity_helper.remove(key)))
 
     def _build_similarity_helper(self) -> Any:
         """The semantic cache / similarity search, sharing the exact cache's Redis when it has one."""
         from .semantic import SemanticCache
 
         redis_client = None
+        config = self.cache_config
         if self.cache_manager is not None and self.cache_manager.redis is not None:
-            redis_client = self.cache_manager.redis.client
+            # Its own pool: the index follows other replicas with blocking XREADs (up to ~1 s),
+            # longer than the exact cache's socket timeout; each call still has its own timeout.
+            redis_client = make_redis_client(
+                url=config.redis_url, host=config.redis_host, port=config.redis_port, db=config.redis_db,
+                password=config.redis_password, timeout=config.redis_timeout + 2.0,
+            )
         return SemanticCache(
             self.similarity_config,
             redis=redis_client,
@@ -255,11 +270,12 @@ class EnhancedAsyncLLM(AsyncLLM):
                 await getattr(component, method)()
             except Exception:  # a component that cannot start is reported by health, not raised
                 logger.exception("starting %s failed", type(component).__name__)
+            else:
+                if component is self.similarity_helper:
+                    self.semantic_ready = True
 
-    @property
-    def semantic_ready(self) -> bool:
-        helper = self.similarity_helper
-        return helper is not None and self._start_task is not None and self._start_task.done() and helper.health().get("started", False)
+    #: True once the similarity helper has started (model loaded, index hydrated).
+    semantic_ready = False
 
     # -- the request path ---------------------------------------------------------------------
 
@@ -270,12 +286,17 @@ class EnhancedAsyncLLM(AsyncLLM):
         meta = OutputMetadata()
         if isinstance(params, PoolingParams) or isinstance(prompt, AsyncGenerator):
             return await super().add_request(request_id, prompt, params, *args, **kwargs)  # untouched
+        self._contexts[request_id] = meta
+        if not self._closed and self._start_task is None and (self.similarity_helper or self.nlp_analyzer):
+            self._spawn(self.start_enhancements())  # first request: load components in the background
 
+        prompt = await self._prepare_prompt(prompt, params, kwargs, meta)
         plan = self._plan(prompt, params, args, kwargs)
         meta.cache_status = plan.status
         cache, key = self.cache_manager, plan.key
         if cache is None or key is None:
-            return await self._hand_off(request_id, prompt, params, args, kwargs, plan, meta)
+            collector = await self._hand_off(request_id, prompt, params, args, kwargs, plan, meta)
+            return self._beside_generation(collector, prompt, plan, request_id, kwargs)
 
         if plan.read:
             if (entry := cache.get_memory(key.exact)) is not None:
@@ -290,10 +311,90 @@ class EnhancedAsyncLLM(AsyncLLM):
                     self._land(key, flight, entry)
                     return self._answer_from_cache(request_id, params, kwargs, entry, "redis", meta)
                 cache.count_miss()
-            return await self._hand_off(request_id, prompt, params, args, kwargs, plan, meta, flight=flight)
+            collector = await self._hand_off(request_id, prompt, params, args, kwargs, plan, meta, flight=flight)
         except BaseException:
             self._land(key, flight, None)
             raise
+        return self._beside_generation(collector, prompt, plan, request_id, kwargs)
+
+    async def _prepare_prompt(self, prompt: Any, params: SamplingParams, kwargs: dict[str, Any], meta: OutputMetadata) -> Any:
+        """Chat messages are rendered with the model's template; opt-in context enhancement is applied."""
+        messages = prompt.get("messages") if isinstance(prompt, Mapping) and "messages" in prompt else None
+        text = _last_user_message(messages) if messages is not None else prompt_text(prompt)
+        added: list[dict[str, Any]] = []
+        if text and self.handler_config.features.enable_context_enhancement:
+            scope = self._keys.scope(
+                params, tenant=RequestOptions.from_params(params).scope,
+                lora_request=kwargs.get("lora_request"), kwargs=kwargs,
+            ).hex()
+            added = await self._enricher.enhance(text, scope, self.cache_manager)
+            meta.context_added = added
+        if messages is not None:
+            if added:
+                messages = [{"role": "system", "content": context_block(added).strip()}, *messages]
+            return self.render_chat(messages)
+        if added and isinstance(prompt, str):
+            return context_block(added) + prompt
+        if added:
+            return {**prompt, "prompt": context_block(added) + prompt["prompt"]}
+        return prompt
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        """Apply the model's chat template (with the generation prompt) to OpenAI-style messages."""
+        tokenizer = self.renderer.tokenizer
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _beside_generation(
+        self, collector: EnhancedRequestOutputCollector, prompt: Any, plan: _Plan, request_id: str, kwargs: dict[str, Any]
+    ) -> EnhancedRequestOutputCollector:
+        """Step 4 and the enrichment: both run while the engine works; neither delays the hand-off."""
+        key = plan.key
+        text = key.question if key is not None else prompt_text(prompt)
+        if text and self._enricher.active:
+            task = self._spawn(self._enricher.enrich(collector.metadata, text, key.scope if key else None))
+            collector.add_enrichment(task, self._enricher.timeout)
+        if key is not None and key.question and plan.read and self._semantic_usable():
+            collector.hold()
+            self._spawn(self._semantic_race(collector, key, request_id, kwargs))
+        return collector
+
+    def _semantic_usable(self) -> bool:
+        return (
+            self.handler_config.features.enable_similarity_search
+            and self.similarity_config.enable_semantic_cache
+            and self.semantic_ready
+        )
+
+    async def _semantic_race(
+        self, collector: EnhancedRequestOutputCollector, key: RequestKey, request_id: str, kwargs: dict[str, Any]
+    ) -> None:
+        """Step 4: a verified paraphrase answers, if found before the engine's first output is delivered."""
+        meta = collector.metadata
+        try:
+            match = await self.similarity_helper.lookup(key.scope, key.question)
+            if match is None:
+                return
+            meta.similarity = match.similarity
+            meta.verification = {"accepted": match.verdict.accepted, "reason": match.verdict.reason, "question": match.question}
+            entry = await self.cache_manager.get_quiet(match.entry_id) if self.cache_manager is not None else None
+            if entry is None:  # its answer is gone: drop the vector too
+                self._spawn(self.similarity_helper.remove(match.entry_id))
+                return
+            if collector.delivered:  # too late: the reader already has engine output
+                return
+            engine_request_id, recorder = collector.request_id, collector.observer
+            prompt, prompt_token_ids = self._prompt_of(engine_request_id)
+            meta.cache_hit, meta.cache_source, meta.cache_status = True, "semantic", "semantic_hit"
+            output = _output_from_entry(entry, request_id, kwargs.get("lora_request"), prompt, prompt_token_ids)
+            collector.take_over(output)
+            if isinstance(recorder, _AnswerRecorder):
+                recorder.resolve(entry)  # identical requests waiting on this one get the same answer
+            self._count_saving(entry)
+            await AsyncLLM.abort(self, engine_request_id, internal=True)
+        except Exception:  # the semantic layer fails open
+            logger.exception("semantic race failed")
+        finally:
+            collector.release()
 
     def _plan(self, prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any]) -> _Plan:
         """Step 1: options and keys. Bad options raise VLLMValidationError; nothing else raises."""
@@ -390,6 +491,15 @@ class EnhancedAsyncLLM(AsyncLLM):
         self._adopt(queue, collector)
         return collector
 
+    def _prompt_of(self, engine_request_id: str) -> tuple[str | None, list[int] | None]:
+        """The prompt text and token ids of a running engine request (for n > 1, of its first child)."""
+        processor = self.output_processor
+        parent = processor.parent_requests.get(engine_request_id)
+        for request_id in sorted(parent.child_requests) if parent is not None else [engine_request_id]:
+            if (state := processor.request_states.get(request_id)) is not None:
+                return state.prompt, state.prompt_token_ids
+        return None, None
+
     def _adopt(self, queue: Any, collector: EnhancedRequestOutputCollector) -> None:
         """Make the output processor deliver this request's outputs to ``collector`` instead of ``queue``."""
         processor = self.output_processor
@@ -405,9 +515,24 @@ class EnhancedAsyncLLM(AsyncLLM):
     # -- storing answers ---------------------------------------------------------------------------
 
     def _store(self, entry: CacheEntry) -> None:
-        """Called by the recorder with a normally finished answer."""
-        if self.cache_manager is not None and not self._closed:
-            self.cache_manager.put(entry)
+        """Called by the recorder with a normally finished answer: exact cache, then the vector index."""
+        if self.cache_manager is None or self._closed:
+            return
+        self.cache_manager.put(entry)
+        if entry.question and self.similarity_helper is not None and self.handler_config.features.enable_similarity_search:
+            self._spawn(self.similarity_helper.add(entry.scope, entry.question, entry.key))
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        """Run ``coro`` in the background, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def get_request_context(self, request_id: str) -> dict[str, Any] | None:
+        """The metadata of a running (or recently finished) request: NLP result, similar questions ..."""
+        meta = self._contexts.get(request_id)
+        return None if meta is None else meta.as_dict()
 
     def _count_store_skipped(self) -> None:
         if self.cache_manager is not None:
@@ -491,7 +616,7 @@ class EnhancedAsyncLLM(AsyncLLM):
         """Close Redis pools and background tasks, then shut the engine down (idempotent)."""
         if not self._closed:
             self._closed = True
-            for task in list(self._followers.values()):
+            for task in [*self._followers.values(), *self._background]:
                 task.cancel()
             if self.cache_manager is not None:
                 await self.cache_manager.close()
@@ -514,8 +639,21 @@ def _local_id(request_id: str, kind: str) -> str:
     return f"{request_id}-{kind}-{uuid.uuid4().hex[:8]}"
 
 
-def _output_from_entry(entry: CacheEntry, request_id: str, lora_request: Any) -> RequestOutput:
-    """A finished ``RequestOutput`` equal to the one the engine produced."""
+def _last_user_message(messages: Any) -> str | None:
+    for message in reversed(messages or []):
+        if isinstance(message, Mapping) and message.get("role") == "user" and isinstance(message.get("content"), str):
+            return message["content"]
+    return None
+
+
+def _output_from_entry(
+    entry: CacheEntry, request_id: str, lora_request: Any,
+    prompt: str | None = None, prompt_token_ids: list[int] | None = None,
+) -> RequestOutput:
+    """A finished ``RequestOutput`` equal to the one the engine produced.
+
+    A semantic hit passes this request's own prompt (the entry's is another question).
+    """
     completions = [
         CompletionOutput(
             index=c.index, text=c.text, token_ids=list(c.token_ids), cumulative_logprob=c.cumulative_logprob,
@@ -523,10 +661,12 @@ def _output_from_entry(entry: CacheEntry, request_id: str, lora_request: Any) ->
         )
         for c in entry.completions
     ]
+    if prompt_token_ids is None:
+        prompt, prompt_token_ids = entry.prompt, entry.prompt_token_ids
     return RequestOutput(
-        request_id=request_id, prompt=entry.prompt, prompt_token_ids=list(entry.prompt_token_ids),
+        request_id=request_id, prompt=prompt, prompt_token_ids=list(prompt_token_ids),
         prompt_logprobs=None, outputs=completions, finished=True, lora_request=lora_request,
-        num_cached_tokens=len(entry.prompt_token_ids),
+        num_cached_tokens=len(prompt_token_ids),
     )
 
 
@@ -600,6 +740,11 @@ class _AnswerRecorder:
         """The request ended without a storable answer."""
         self._done = True
         self._land(None)
+
+    def resolve(self, entry: CacheEntry) -> None:
+        """The request was answered from the semantic cache: nothing to store, waiters get ``entry``."""
+        self._done = True
+        self._land(entry)
 
     def _land(self, entry: CacheEntry | None) -> None:
         self._engine._land(self._key, self._flight, entry)

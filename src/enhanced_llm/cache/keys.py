@@ -90,6 +90,14 @@ class KeyBuilder:
     ) -> RequestKey:
         """Return the keys, or raise :class:`Uncacheable` with the reason."""
         kind, body, question = _canonical_prompt(prompt)
+        scope = self.scope(params, tenant=tenant, lora_request=lora_request, kwargs=kwargs)
+        exact = hashlib.blake2b(scope + kind + body, digest_size=16).hexdigest()
+        return RequestKey(exact=exact, scope=scope.hex(), question=question)
+
+    def scope(
+        self, params: Any, *, tenant: str = "", lora_request: Any = None, kwargs: Mapping[str, Any] | None = None
+    ) -> bytes:
+        """The scope digest: everything that decides the answer except the prompt."""
         scope_doc = {
             "params": _canonical_params(params),
             "lora": _canonical_lora(lora_request),
@@ -100,9 +108,7 @@ class KeyBuilder:
             scope_bytes = self._base + _encoder.encode(scope_doc)
         except (TypeError, msgspec.EncodeError) as exc:
             raise Uncacheable("unhashable_params") from exc
-        scope = hashlib.blake2b(scope_bytes, digest_size=16).digest()
-        exact = hashlib.blake2b(scope + kind + body, digest_size=16).hexdigest()
-        return RequestKey(exact=exact, scope=scope.hex(), question=question)
+        return hashlib.blake2b(scope_bytes, digest_size=16).digest()
 
 
 def _canonical_prompt(prompt: Any) -> tuple[bytes, bytes, str | None]:

@@ -1,0 +1,167 @@
+"""Semantic cache, similarity search and NLP through the engine: tiny model, real MiniLM, FAISS, spaCy, Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+import pytest_asyncio
+from conftest import engine_args, unique_prefix
+from helpers import run
+from vllm import SamplingParams
+
+from enhanced_llm import CacheConfig, CacheType, EnhancedAsyncLLM, HandlerConfig, SimilarityConfig
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def rid() -> str:
+    return uuid.uuid4().hex
+
+
+def greedy(max_tokens: int = 24, **kw) -> SamplingParams:
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, **kw)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def smart_llm():
+    handler_config = HandlerConfig(nlp_enabled=True)
+    handler_config.features.enable_similarity_search = True
+    llm = EnhancedAsyncLLM.from_engine_args(
+        engine_args(),
+        cache_config=CacheConfig(cache_type=CacheType.MULTI, key_prefix=unique_prefix("semantic")),
+        similarity_config=SimilarityConfig(similarity_threshold=0.8, lookup_timeout=0.5),
+        handler_config=handler_config,
+    )
+    await llm.start_enhancements()
+    yield llm
+    await llm.cleanup()
+
+
+async def _settle(llm):
+    """Let background index additions land."""
+    await asyncio.sleep(0.3)
+    await llm.flush_cache_writes()
+
+
+async def test_paraphrase_is_a_verified_semantic_hit(smart_llm):
+    original = await run(smart_llm, "How do I convert Celsius to Fahrenheit?", greedy(), rid())
+    await _settle(smart_llm)
+    para = await run(smart_llm, "How can I convert Celsius into Fahrenheit?", greedy(), rid())
+    meta = para.metadata
+    assert meta["cache_hit"] and meta["cache_source"] == "semantic"
+    assert 0.8 <= meta["similarity"] <= 1.0 and meta["verification"]["accepted"]
+    assert para.texts == original.texts and para.token_ids == original.token_ids
+    assert para.prompt_token_ids != original.prompt_token_ids  # its own prompt, the cached answer
+    assert smart_llm.similarity_helper.stats()["semantic_hits"] >= 1
+
+
+@pytest.mark.parametrize(
+    "stored,query",
+    [
+        ("How do I convert Celsius to Fahrenheit?", "How do I convert Fahrenheit to Celsius?"),  # swapped units
+        ("What is the population of France?", "What is the population of Germany?"),  # entity
+        ("How many calories are in 2 eggs?", "How many calories are in 5 eggs?"),  # numbers
+        ("Is it safe to eat raw chicken?", "Is it not safe to eat raw chicken?"),  # negation
+        ("How do I increase my credit score quickly?", "How do I decrease my credit score quickly?"),  # antonym
+        ("什么是人工智能？", "什么是机器学习？"),  # unrepresentable for MiniLM
+    ],
+)
+async def test_near_misses_are_rejected(smart_llm, stored, query):
+    await run(smart_llm, stored, greedy(), rid())
+    await _settle(smart_llm)
+    res = await run(smart_llm, query, greedy(), rid())
+    assert not res.metadata["cache_hit"], res.metadata
+
+
+async def test_no_semantic_hit_across_tenants_or_parameters(smart_llm):
+    def scoped(scope, **kw):
+        return greedy(extra_args={"enhanced_llm": {"scope": scope}}, **kw)
+
+    await run(smart_llm, "What are good exercises for back pain?", scoped("t1"), rid())
+    await _settle(smart_llm)
+    other_tenant = await run(smart_llm, "What are some good exercises for back pain?", scoped("t2"), rid())
+    other_params = await run(smart_llm, "What are some good exercises for back pain?", scoped("t1", max_tokens=25), rid())
+    same = await run(smart_llm, "What are some good exercises for back pain?", scoped("t1"), rid())
+    assert not other_tenant.metadata["cache_hit"] and not other_params.metadata["cache_hit"]
+    assert same.metadata["cache_source"] == "semantic"
+    assert all(r["entry_id"] for r in (other_tenant.metadata["similar_results"] or []))
+    # similar results never show another tenant's questions
+    assert not other_tenant.metadata["similar_results"]
+
+
+async def test_similar_results_and_nlp_result_in_metadata(smart_llm):
+    await run(smart_llm, "What is the capital of Japan?", greedy(), rid())
+    await _settle(smart_llm)
+    res = await run(smart_llm, "What is the capital city of Japan and how big is its population?", greedy(), rid())
+    nlp = res.metadata["nlp_result"]
+    assert nlp is not None and nlp["is_complex"] and len(nlp["clauses"]) == 2
+    assert any(c["function"] == "additive" for c in nlp["connectives"])
+    similar = res.metadata["similar_results"]
+    assert similar and similar[0]["question"] == "What is the capital of Japan?"
+    assert any(item["clause"] == 0 for item in similar)
+    sims = [s["similarity"] for s in similar if s["clause"] is None]
+    assert sims == sorted(sims, reverse=True)
+
+
+async def test_embedding_failure_is_served_by_engine_and_counted(smart_llm, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("embedding backend down")
+
+    helper = smart_llm.similarity_helper
+    monkeypatch.setattr(helper.embedder, "_encode", broken)
+    before = sum(helper.stats()["errors"].values()) + helper.stats()["embedder"].get("failures", 0)
+    res = await run(smart_llm, f"A brand new question number {uuid.uuid4().hex[:6]} about rivers?", greedy(), rid())
+    assert res.finished and not res.metadata["cache_hit"]
+    after = sum(helper.stats()["errors"].values()) + helper.stats()["embedder"].get("failures", 0)
+    assert after > before
+
+
+async def test_slow_or_failing_analyzer_never_delays_or_fails_requests(smart_llm, monkeypatch):
+    analyzer = smart_llm.nlp_analyzer
+
+    def slow(text):
+        time.sleep(5)
+        raise AssertionError("unreachable in time")
+
+    monkeypatch.setattr(analyzer.analyzer, "analyze", slow)
+    monkeypatch.setattr(analyzer.config, "timeout", 2.0)
+    started = time.perf_counter()
+    gen = smart_llm.generate(f"Tell me about {uuid.uuid4().hex[:6]} and why it matters?", greedy(), rid())
+    first = await gen.__anext__()
+    ttft = time.perf_counter() - started
+    async for last in gen:
+        pass
+    assert ttft < 1.5, ttft  # generation did not wait for the (2 s) analysis
+    assert last.finished and last.metadata["nlp_result"]["error"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "a" * 200_000, "😀🎉🔥 what? 😀", "ctrl\x00\x01\x02 chars\x7f?", "mixed 中文 and English 和 日本語?", "lone \ud800 surrogate"],
+    ids=["empty", "200k", "emoji", "control", "mixed", "surrogate"],
+)
+async def test_hostile_inputs_never_raise_into_the_request_path(smart_llm, text):
+    try:
+        res = await run(smart_llm, text, greedy(max_tokens=4), rid())
+    except Exception as exc:  # the engine's own validation (e.g. empty, too long) is fine, ours is not
+        assert type(exc).__module__.startswith("vllm") or isinstance(exc, ValueError), exc
+        return
+    assert res.finished
+
+
+async def test_context_enhancement_adds_cached_sub_answers(smart_llm):
+    first = await run(smart_llm, "What is the boiling point of water?", greedy(), rid())
+    await _settle(smart_llm)
+    features = smart_llm.handler_config.features
+    features.enable_context_enhancement = True
+    try:
+        res = await run(smart_llm, "What is the boiling point of water, and why does salt change it?", greedy(), rid())
+    finally:
+        features.enable_context_enhancement = False
+    added = res.metadata["context_added"]
+    assert added and added[0]["question"] == "What is the boiling point of water?"
+    assert added[0]["answer"] == first.texts[0]
+    assert res.metadata["cache_hit"] is False
