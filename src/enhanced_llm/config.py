@@ -219,6 +219,11 @@ class NLPConfig(BaseModel):
     max_concurrent_tasks: int = Field(default=8, gt=0)
     timeout: float = Field(default=2.0, gt=0, description="Seconds before an analysis is given up (the request goes on).")
     max_chars: int = Field(default=4000, gt=0, description="Longer inputs are analysed up to this many characters and flagged truncated.")
+    final_output_grace: float = Field(
+        default=0.05, ge=0,
+        description="Seconds the finished output may wait for a running analysis / similarity search to "
+        "land in its metadata. Later results are still readable through get_request_context().",
+    )
     use_trained_pipeline: bool = Field(default=True, description="Use en_core_web_sm (or its re-upload) for English when installed.")
 
 

@@ -59,8 +59,8 @@ class Enricher:
 
     @property
     def timeout(self) -> float:
-        """How long a finished output may wait for the enrichment to land."""
-        return self.handler_config.nlp.timeout + self.similarity_config.lookup_timeout
+        """How long a finished output may wait for the enrichment to land (a short grace, never the analysis timeout)."""
+        return self.handler_config.nlp.final_output_grace
 
     async def enrich(self, meta: OutputMetadata, text: str, scope: str | None) -> Any:
         """Fill ``meta.nlp_result`` and ``meta.similar_results``; return the NLPResult (or None)."""
