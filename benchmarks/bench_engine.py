@@ -1,0 +1,221 @@
+"""Plain AsyncLLM vs EnhancedAsyncLLM, side by side in one run, on the embedded `bench` model.
+
+Prints JSON. Scenarios (``--scenario``):
+
+* ``core``     - exact cache only: throughput ratio and TTFT p50 difference at 0% hits
+                 (32 streams), exact-hit latency through generate() for memory (L1) and
+                 Redis (L2), time saved against a miss.
+* ``semantic`` - similarity search + semantic cache on: throughput ratio at 0% hits and
+                 semantic-hit latency through generate() on paraphrases of stored questions.
+* ``nlp``      - NLP analysis on: throughput ratio and TTFT p50 difference at 0% hits.
+
+Rounds alternate plain / enhanced so that machine noise hits both alike; the
+figures are medians over rounds. Targets are printed next to what was measured.
+
+    python benchmarks/bench_engine.py --scenario core semantic nlp
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "gptcache-benchmark", "mock_data.json")
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def engine_args(model: str):
+    from enhanced_llm.config import EngineArgsConfig
+
+    return EngineArgsConfig(model=model, kv_cache_memory_bytes=1 << 30, max_model_len=1024, max_num_seqs=64).to_engine_args()
+
+
+async def one_request(llm, prompt: str, params) -> tuple[float, float, int, dict]:
+    """(ttft, latency, output tokens, metadata) of one generate() call."""
+    start = time.perf_counter()
+    ttft, tokens, meta = None, 0, {}
+    async for out in llm.generate(prompt, params, uuid.uuid4().hex):
+        if ttft is None:
+            ttft = time.perf_counter() - start
+        tokens = sum(len(c.token_ids) for c in out.outputs)
+        meta = getattr(out, "metadata", {})
+    return ttft or 0.0, time.perf_counter() - start, tokens, meta
+
+
+async def load_round(llm, streams: int, max_tokens: int, label: str) -> dict:
+    """`streams` concurrent unique prompts (0% hits): output tokens/s and TTFTs."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    prompts = [f"{label} question {uuid.uuid4().hex[:12]}: explain the topic number {i} in detail" for i in range(streams)]
+    start = time.perf_counter()
+    results = await asyncio.gather(*[one_request(llm, p, params) for p in prompts])
+    wall = time.perf_counter() - start
+    assert not any(m.get("cache_hit") for *_, m in results), "a 0%-hit round hit the cache"
+    return {"tok_s": sum(r[2] for r in results) / wall, "ttfts": [r[0] for r in results]}
+
+
+async def compare_load(plain, enhanced, rounds: int, streams: int, max_tokens: int) -> dict:
+    await load_round(plain, 4, 8, "warmup")
+    await load_round(enhanced, 4, 8, "warmup")
+    plain_tok, mine_tok, plain_ttft, mine_ttft = [], [], [], []
+    for r in range(rounds):
+        for llm, tok, ttft in ((plain, plain_tok, plain_ttft), (enhanced, mine_tok, mine_ttft)):
+            res = await load_round(llm, streams, max_tokens, f"round{r}")
+            tok.append(res["tok_s"])
+            ttft.extend(res["ttfts"])
+    ratios = [m / p for m, p in zip(mine_tok, plain_tok)]
+    return {
+        "streams": streams, "max_tokens": max_tokens, "rounds": rounds,
+        "plain_tok_s": round(statistics.median(plain_tok), 1),
+        "enhanced_tok_s": round(statistics.median(mine_tok), 1),
+        "throughput_ratio": round(statistics.median(ratios), 4),
+        "throughput_ratios_per_round": [round(x, 4) for x in ratios],
+        "ttft_p50_plain_ms": round(1000 * percentile(plain_ttft, 50), 2),
+        "ttft_p50_enhanced_ms": round(1000 * percentile(mine_ttft, 50), 2),
+        "ttft_p50_overhead_ms": round(1000 * (percentile(mine_ttft, 50) - percentile(plain_ttft, 50)), 2),
+    }
+
+
+async def exact_hits(enhanced, n: int, max_tokens: int) -> dict:
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    prompt = f"exact-hit benchmark {uuid.uuid4().hex}"
+    _, miss_latency, _, _ = await one_request(enhanced, prompt, params)
+    await enhanced.flush_cache_writes()
+    l1, l2 = [], []
+    for _ in range(n):
+        _, lat, _, meta = await one_request(enhanced, prompt, params)
+        assert meta["cache_level"] == "memory"
+        l1.append(lat)
+    for _ in range(n):
+        enhanced.cache_manager.clear_memory()
+        _, lat, _, meta = await one_request(enhanced, prompt, params)
+        assert meta["cache_level"] == "redis"
+        l2.append(lat)
+    return {
+        "miss_latency_ms": round(1000 * miss_latency, 2), "max_tokens": max_tokens, "samples": n,
+        "l1_hit_p50_ms": round(1000 * percentile(l1, 50), 4), "l1_hit_p99_ms": round(1000 * percentile(l1, 99), 4),
+        "l2_hit_p50_ms": round(1000 * percentile(l2, 50), 4), "l2_hit_p99_ms": round(1000 * percentile(l2, 99), 4),
+        "time_saved_l1": round(1 - percentile(l1, 50) / miss_latency, 5),
+        "time_saved_l2": round(1 - percentile(l2, 50) / miss_latency, 5),
+    }
+
+
+async def semantic_hits(enhanced, pairs: int, max_tokens: int) -> dict:
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    with open(DATA) as f:
+        data = json.load(f)[:pairs]
+    misses = await asyncio.gather(*[one_request(enhanced, d["origin"], params) for d in data])
+    await asyncio.sleep(1.0)
+    await enhanced.flush_cache_writes()
+    single_miss = await one_request(enhanced, f"single miss {uuid.uuid4().hex}", params)
+    latencies, hits = [], 0
+    for d in data:
+        _, lat, _, meta = await one_request(enhanced, d["similar"], params)
+        if meta.get("cache_source") == "semantic":
+            hits += 1
+            latencies.append(lat)
+    return {
+        "stored": len(misses), "queries": len(data), "semantic_hits": hits, "max_tokens": max_tokens,
+        "miss_latency_ms": round(1000 * single_miss[1], 2),
+        "semantic_hit_p50_ms": round(1000 * percentile(latencies, 50), 3),
+        "semantic_hit_p99_ms": round(1000 * percentile(latencies, 99), 3),
+        "time_saved": round(1 - percentile(latencies, 50) / single_miss[1], 4) if latencies else None,
+    }
+
+
+def build_enhanced(model: str, scenario: str):
+    from enhanced_llm import CacheConfig, CacheType, EnhancedAsyncLLM, HandlerConfig
+
+    handler = HandlerConfig()
+    handler.features.enable_similarity_search = scenario == "semantic"
+    handler.features.enable_nlp_enhancement = scenario == "nlp"
+    cache = CacheConfig(cache_type=CacheType.MULTI, key_prefix=f"bench-{uuid.uuid4().hex[:8]}")
+    return EnhancedAsyncLLM.from_engine_args(engine_args(model), cache_config=cache, handler_config=handler)
+
+
+async def main(args) -> dict:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from enhanced_llm.models import build_model
+
+    model = str(build_model(args.model))
+    plain = AsyncLLM.from_engine_args(engine_args(model))
+    report: dict = {"model": args.model, "cpu_count": os.cpu_count(), "scenarios": {}}
+    try:
+        for scenario in args.scenario:
+            enhanced = build_enhanced(model, scenario)
+            try:
+                await enhanced.start_enhancements()
+                result = {"load_0pct_hits": await compare_load(plain, enhanced, args.rounds, args.streams, args.max_tokens)}
+                if scenario == "core":
+                    result["exact_hits"] = await exact_hits(enhanced, args.samples, args.max_tokens)
+                if scenario == "semantic":
+                    result["semantic_hits"] = await semantic_hits(enhanced, args.pairs, args.max_tokens)
+                    result["semantic_stats"] = {
+                        k: v for k, v in enhanced.similarity_helper.stats().items() if k in ("rejections", "timeouts", "embedder")
+                    }
+                if scenario == "nlp":
+                    result["nlp_stats"] = enhanced.nlp_analyzer.stats()
+                result["targets"] = targets(scenario, result)
+                report["scenarios"][scenario] = result
+            finally:
+                await enhanced.cleanup()
+    finally:
+        plain.shutdown()
+    report["load_average"] = os.getloadavg()
+    return report
+
+
+def targets(scenario: str, r: dict) -> dict:
+    load = r["load_0pct_hits"]
+    t = {"throughput_ratio>=0.97": load["throughput_ratio"] >= 0.97}
+    if scenario in ("core", "nlp"):
+        t["ttft_p50_overhead<=2ms"] = load["ttft_p50_overhead_ms"] <= 2.0
+    if scenario == "core":
+        e = r["exact_hits"]
+        t["l1_hit_p50<=0.25ms"] = e["l1_hit_p50_ms"] <= 0.25
+        t["l2_hit_p50<=0.6ms"] = e["l2_hit_p50_ms"] <= 0.6
+        t["time_saved>=99.5%"] = min(e["time_saved_l1"], e["time_saved_l2"]) >= 0.995
+    if scenario == "semantic":
+        s = r["semantic_hits"]
+        t["semantic_hit_p50<=15ms"] = s["semantic_hit_p50_ms"] <= 15
+        t["time_saved>=90%"] = (s["time_saved"] or 0) >= 0.90
+    return t
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", nargs="+", choices=["core", "semantic", "nlp"], default=["core"])
+    p.add_argument("--model", default="bench", help="embedded preset (tiny, bench)")
+    p.add_argument("--streams", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--samples", type=int, default=200, help="exact-hit samples per level")
+    p.add_argument("--pairs", type=int, default=40, help="mock_data pairs for semantic hits")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(parse(sys.argv[1:]))), indent=2))
