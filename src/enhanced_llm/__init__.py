@@ -30,6 +30,11 @@ _EXPORTS: dict[str, str] = {
     "FeatureFlags": "config",
     "NLPConfig": "config",
     "HandlerConfig": "config",
+    # handler and factory
+    "EnhancedVLLMHandler": "handler",
+    "create_enhanced_system": "factory",
+    "get_global_factory": "factory",
+    "EnhancedLLMFactory": "factory",
     # caching
     "TieredCache": "cache.tiered",
     "CacheEntry": "cache.entry",
@@ -72,6 +77,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         CacheConfig, CacheType, EngineArgsConfig, FeatureFlags, HandlerConfig, NLPConfig, SimilarityConfig, VLLMConfig,
     )
     from .engine import EnhancedAsyncLLM, RequestOptions
+    from .factory import EnhancedLLMFactory, create_enhanced_system, get_global_factory
+    from .handler import EnhancedVLLMHandler
     from .errors import (
         CacheBackendError, CacheError, ConfigurationError, CorruptEntryError, EmbeddingError, EnhancedLLMError,
         HandlerError, HandlerNotStartedError, MissingDependencyError, NLPError,

@@ -626,7 +626,15 @@ class EnhancedAsyncLLM(AsyncLLM):
                     result = close()
                     if asyncio.iscoroutine(result):
                         await result
-        self.shutdown()
+        await asyncio.to_thread(self.shutdown)  # vLLM's shutdown blocks while the core process exits
+
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop the engine core and its processes (idempotent; ``__del__`` calls it again)."""
+        if getattr(self, "_shut_down", False):
+            return
+        self._shut_down = True
+        super().shutdown(timeout)
 
 
 def _split_enhancements(kwargs: dict[str, Any]) -> tuple[_Enhancements, dict[str, Any]]:
