@@ -390,7 +390,7 @@ class EnhancedAsyncLLM(AsyncLLM):
             if isinstance(recorder, _AnswerRecorder):
                 recorder.resolve(entry)  # identical requests waiting on this one get the same answer
             self._count_saving(entry)
-            await AsyncLLM.abort(self, engine_request_id, internal=True)
+            await self.abort(engine_request_id, internal=True)
         except Exception:  # the semantic layer fails open
             logger.exception("semantic race failed")
         finally:
