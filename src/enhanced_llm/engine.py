@@ -36,6 +36,7 @@ from vllm.pooling_params import PoolingParams
 from vllm.sampling_params import SamplingParams
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.executor import Executor
 
 from .cache.entry import CachedCompletion, CacheEntry
@@ -385,6 +386,8 @@ class EnhancedAsyncLLM(AsyncLLM):
             engine_request_id, recorder = collector.request_id, collector.observer
             prompt, prompt_token_ids = self._prompt_of(engine_request_id)
             meta.cache_hit, meta.cache_source, meta.cache_status = True, "semantic", "semantic_hit"
+            if self.cache_manager is not None:
+                self.cache_manager.stats.hits_semantic += 1
             output = _output_from_entry(entry, request_id, kwargs.get("lora_request"), prompt, prompt_token_ids)
             collector.take_over(output)
             if isinstance(recorder, _AnswerRecorder):
@@ -470,6 +473,8 @@ class EnhancedAsyncLLM(AsyncLLM):
             # The leader ended without an answer (aborted or failed): generate ourselves.
             await self._hand_off(request_id, prompt, params, args, kwargs, plan, meta, collector=collector)
         except asyncio.CancelledError:
+            if self._closed:  # shutting down: wake the reader as vLLM wakes its own requests
+                collector.put(EngineDeadError())
             raise
         except Exception as exc:  # delivered to the reader, as vLLM delivers engine errors
             collector.put(exc)

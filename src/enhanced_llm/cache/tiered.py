@@ -31,6 +31,7 @@ class CacheStats:
 
     hits_memory: int = 0
     hits_redis: int = 0
+    hits_semantic: int = 0
     misses: int = 0
     stores: int = 0
     store_skipped: int = 0
@@ -45,8 +46,10 @@ class CacheStats:
 
     def as_dict(self) -> dict[str, float | int]:
         d = asdict(self)
-        lookups = self.hits_memory + self.hits_redis + self.misses
-        d["hit_rate"] = (self.hits_memory + self.hits_redis) / lookups if lookups else 0.0
+        # misses counts exact misses, including those the semantic cache then answered
+        lookups = self.hits_memory + self.hits_redis + self.coalesced + self.misses
+        hits = self.hits_memory + self.hits_redis + self.coalesced + self.hits_semantic
+        d["hit_rate"] = hits / lookups if lookups else 0.0
         return d
 
 

@@ -1,0 +1,245 @@
+"""Serving throughput: plain ``vllm serve`` vs ``enhanced-llm serve``, with vLLM's own load generator.
+
+Both servers run the ``bench`` embedded model with the same vLLM options, one at a
+time (plain first). Against each, ``vllm.benchmarks.serve`` (the code behind
+``vllm bench serve``, whose console command does not run with the CPU build) sends
+the same workloads through ``/v1/completions``, greedy, ``ignore_eos``:
+
+* ``repeats_0``:  every prompt distinct;
+* ``repeats_50``: half the prompts repeat a prompt sent at least ``--max-concurrency``
+  requests earlier (so it has usually finished), interleaved with new ones.
+
+Each workload is a vLLM ``sharegpt`` dataset file (first turn = prompt, ``--disable-shuffle``;
+the ``custom`` JSONL dataset would need pandas, which vLLM does not install);
+each server gets fresh prompts (a per-run salt), so nothing is cached across runs.
+Prints JSON: request throughput, output-token throughput, TTFT p50/p99 and the
+enhanced/plain ratios. The machine may be shared: compare ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from enhanced_llm.models import resolve_model
+
+SERVED_NAME = "embedded:bench"
+WORDS = (
+    "cache model token request server latency memory vector answer question python data "
+    "system network engine query result index graph stream batch tensor layer weight"
+).split()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_prompts(n: int, repeat_share: float, min_gap: int, salt: str, words: int) -> list[str]:
+    """``n`` prompts of which ``repeat_share`` repeat one sent at least ``min_gap`` positions earlier."""
+    rng = random.Random(f"{salt}-{repeat_share}")
+    prompts: list[str] = []
+    repeats_left = round(n * repeat_share)
+    for i in range(n):
+        can_repeat = i >= min_gap and repeats_left > 0
+        # spread the repeats evenly over the positions that allow one
+        if can_repeat and rng.random() < repeats_left / max(1, n - i):
+            prompts.append(prompts[rng.randrange(0, i - min_gap + 1)])
+            repeats_left -= 1
+        else:
+            body = " ".join(rng.choice(WORDS) for _ in range(words))
+            prompts.append(f"[{salt}-{i}] {body}")
+    return prompts
+
+
+def write_dataset(prompts: list[str], directory: Path, name: str) -> Path:
+    """ShareGPT format (the ``custom`` JSONL dataset needs pandas, which vLLM does not install)."""
+    path = directory / f"{name}.json"
+    rows = [{"conversations": [{"from": "human", "value": p}, {"from": "gpt", "value": "an answer"}]} for p in prompts]
+    path.write_text(json.dumps(rows))
+    return path
+
+
+class ServerProcess:
+    """One server subprocess, stopped with SIGTERM (then SIGKILL of its process group)."""
+
+    def __init__(self, cmd: list[str], port: int, log: Path) -> None:
+        self.port, self.log = port, log
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def wait_healthy(self, timeout: float) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return time.monotonic() - started
+            time.sleep(0.5)
+        raise RuntimeError(f"server not healthy after {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+
+
+def warm_up(port: int, output_len: int, count: int = 8) -> None:
+    """A few distinct requests (never repeated later) so both servers start measured runs warm."""
+    for i in range(count):
+        httpx.post(
+            f"http://127.0.0.1:{port}/v1/completions",
+            json={"model": SERVED_NAME, "prompt": f"warm-up {uuid.uuid4().hex} {i}", "max_tokens": output_len,
+                  "temperature": 0, "ignore_eos": True},
+            timeout=300,
+        ).raise_for_status()
+
+
+def run_load(port: int, tokenizer: str, dataset: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``vllm bench serve`` in-process (its parser and ``main``), output redirected to stderr."""
+    from vllm.benchmarks import serve as bench_serve
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser()
+    bench_serve.add_cli_args(parser)
+    bench_args = parser.parse_args([
+        "--backend", "openai", "--endpoint", "/v1/completions", "--base-url", f"http://127.0.0.1:{port}",
+        "--model", SERVED_NAME, "--tokenizer", tokenizer,
+        "--dataset-name", "sharegpt", "--dataset-path", str(dataset), "--disable-shuffle",
+        "--sharegpt-output-len", str(args.output_len), "--num-prompts", str(args.num_prompts),
+        "--max-concurrency", str(args.max_concurrency), "--request-rate", "inf",
+        "--temperature", "0", "--ignore-eos", "--num-warmups", "0", "--disable-tqdm",
+        "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
+    ])
+    with contextlib.redirect_stdout(sys.stderr):
+        result = bench_serve.main(bench_args)
+    keep = ("completed", "failed", "duration", "request_throughput", "output_throughput", "total_token_throughput",
+            "p50_ttft_ms", "p99_ttft_ms", "mean_ttft_ms", "p50_tpot_ms", "p50_e2el_ms", "p99_e2el_ms")
+    return {k: round(result[k], 3) if isinstance(result.get(k), float) else result.get(k) for k in keep}
+
+
+def cache_counters(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("enhanced_llm_cache_") and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name.removeprefix("enhanced_llm_cache_")] = float(value)
+    return out
+
+
+def bench_server(kind: str, model_path: str, workloads: dict[str, list[str]], workdir: Path,
+                 args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    common = ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", SERVED_NAME,
+              "--kv-cache-memory-bytes", str(args.kv_cache_bytes), "--max-model-len", "1024",
+              "--enforce-eager", "--disable-uvicorn-access-log"]
+    prefix = f"bench-serving-{uuid.uuid4().hex[:8]}"
+    if kind == "plain":
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path, *common]
+    else:
+        cmd = [sys.executable, "-m", "enhanced_llm.cli", "serve", model_path, *common,
+               "--cache-type", args.cache_type, "--cache-key-prefix", prefix]
+    server = ServerProcess(cmd, port, workdir / f"{kind}.log")
+    out: dict[str, Any] = {}
+    try:
+        out["startup_s"] = round(server.wait_healthy(args.start_timeout), 1)
+        warm_up(port, args.output_len)
+        for name, prompts in workloads.items():
+            salted = [f"{kind} {p}" for p in prompts]  # fresh prompts per server: nothing cached before the run
+            dataset = write_dataset(salted, workdir, f"{kind}-{name}")
+            print(f"[bench_serving] {kind} {name} ...", file=sys.stderr, flush=True)
+            out[name] = run_load(port, model_path, dataset, args)
+            if kind == "enhanced":
+                out[name]["cache_after"] = cache_counters(port)
+    finally:
+        server.stop()
+        if kind == "enhanced" and args.cache_type != "memory":
+            _delete_keys(prefix)
+    return out
+
+
+def _delete_keys(prefix: str) -> None:
+    with contextlib.suppress(Exception):
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=6379)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num-prompts", type=int, default=128)
+    parser.add_argument("--output-len", type=int, default=64)
+    parser.add_argument("--max-concurrency", type=int, default=16)
+    parser.add_argument("--prompt-words", type=int, default=16,
+                        help="words per prompt (~4-5 tokens each with the bench tokenizer)")
+    parser.add_argument("--cache-type", choices=["memory", "redis", "multi"], default="multi")
+    parser.add_argument("--kv-cache-bytes", type=int, default=1 << 30)
+    parser.add_argument("--start-timeout", type=float, default=300)
+    parser.add_argument("--servers", default="plain,enhanced", help="which servers to run, in order")
+    args = parser.parse_args()
+
+    model_path = resolve_model(SERVED_NAME)
+    salt = uuid.uuid4().hex[:6]
+    workloads = {
+        "repeats_0": make_prompts(args.num_prompts, 0.0, args.max_concurrency, salt, args.prompt_words),
+        "repeats_50": make_prompts(args.num_prompts, 0.5, args.max_concurrency, salt + "r", args.prompt_words),
+    }
+    report: dict[str, Any] = {
+        "model": SERVED_NAME,
+        "config": {k: getattr(args, k) for k in ("num_prompts", "output_len", "max_concurrency", "prompt_words", "cache_type")},
+        "repeat_share_actual": {
+            name: round(1 - len(set(p)) / len(p), 3) for name, p in workloads.items()
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        for kind in args.servers.split(","):
+            report[kind] = bench_server(kind, model_path, workloads, Path(tmp), args)
+    if "plain" in report and "enhanced" in report:
+        report["ratios_enhanced_over_plain"] = {
+            name: {
+                "request_throughput": ratio(report["enhanced"][name]["request_throughput"], report["plain"][name]["request_throughput"]),
+                "output_throughput": ratio(report["enhanced"][name]["output_throughput"], report["plain"][name]["output_throughput"]),
+                "p50_ttft": ratio(report["enhanced"][name]["p50_ttft_ms"], report["plain"][name]["p50_ttft_ms"]),
+                "p99_ttft": ratio(report["enhanced"][name]["p99_ttft_ms"], report["plain"][name]["p99_ttft_ms"]),
+            }
+            for name in workloads
+        }
+        report["targets"] = {
+            "repeats_0_throughput_ge_0.97": (report["ratios_enhanced_over_plain"]["repeats_0"]["request_throughput"] or 0) >= 0.97,
+            "repeats_50_throughput_ge_1.8": (report["ratios_enhanced_over_plain"]["repeats_50"]["request_throughput"] or 0) >= 1.8,
+        }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

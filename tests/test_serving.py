@@ -1,0 +1,299 @@
+"""``enhanced-llm serve`` end to end: a real server subprocess (tiny model, real Redis), the official ``openai`` client.
+
+One server for the whole module (start costs ~30 s), with ``--api-key`` so that every
+request also goes through vLLM's authentication; the last test stops it with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import psutil
+import pytest
+
+from conftest import REDIS_HOST, REDIS_PORT, unique_prefix
+
+API_KEY = "test-key-" + uuid.uuid4().hex[:8]
+MODEL = "embedded:tiny"
+START_TIMEOUT_S = 240
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    base_url: str
+    key_prefix: str
+    log: Path
+
+    def client(self, api_key: str = API_KEY, **kw) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=api_key, max_retries=0, timeout=60, **kw)
+
+    def http(self, **headers: str) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {API_KEY}", **headers}, timeout=60)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(redis_available, tmp_path_factory) -> Iterator[Server]:
+    assert redis_available, "tests need Redis at 127.0.0.1:6379"
+    port, prefix = _free_port(), unique_prefix("serving")
+    log = tmp_path_factory.mktemp("serving") / "server.log"
+    cmd = [
+        sys.executable, "-m", "enhanced_llm.cli", "serve", MODEL,
+        "--host", "127.0.0.1", "--port", str(port), "--api-key", API_KEY,
+        "--kv-cache-memory-bytes", str(256 << 20), "--max-model-len", "512", "--enforce-eager",
+        "--cache-type", "multi", "--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "--cache-key-prefix", prefix,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    srv = Server(proc, f"http://127.0.0.1:{port}", prefix, log)
+    try:
+        deadline = time.time() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{srv.base_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"server not healthy after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield srv
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        _delete_keys(prefix)
+
+
+def _delete_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def _metric(server: Server, name: str, **labels: str) -> float:
+    """A sample's value from /metrics (0 when absent)."""
+    text = httpx.get(f"{server.base_url}/metrics", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10).text
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        m = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
+        if m is None:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(m.group(2))
+    return 0.0
+
+
+def _hits(server: Server) -> float:
+    return sum(_metric(server, "enhanced_llm_cache_hits_total", source="exact", level=lv) for lv in ("memory", "redis"))
+
+
+def _prompt(label: str) -> str:
+    return f"{label} {uuid.uuid4().hex[:8]} what is a cache"
+
+
+def _chat(server: Server, content: str, headers: dict[str, str] | None = None, extra_body: dict | None = None):
+    raw = server.client().chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": content}], max_tokens=8, temperature=0,
+        extra_headers=headers, extra_body=extra_body,
+    )
+    return raw.headers.get("x-cache"), raw.parse()
+
+
+# -- basics --------------------------------------------------------------------------------------
+
+
+def test_models_and_api_key(server):
+    assert [m.id for m in server.client().models.list()] == [MODEL]
+    with pytest.raises(openai.AuthenticationError):
+        server.client(api_key="wrong").models.list()
+    assert httpx.get(f"{server.base_url}/v1/models", timeout=10).status_code == 401
+    r = httpx.post(f"{server.base_url}/v1/completions", json={"model": MODEL, "prompt": "x"}, headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
+
+
+def test_chat_non_streaming_second_request_from_cache(server):
+    content, hits = _prompt("chat"), _hits(server)
+    first_header, first = _chat(server, content)
+    second_header, second = _chat(server, content)
+    assert (first_header, second_header) == ("MISS", "HIT")
+    assert second.choices[0].message.content == first.choices[0].message.content
+    assert second.choices[0].finish_reason == first.choices[0].finish_reason
+    assert second.usage.completion_tokens == first.usage.completion_tokens
+    assert _hits(server) == hits + 1
+
+
+def test_chat_streaming_second_request_from_cache(server):
+    content, hits = _prompt("chat-stream"), _hits(server)
+    results = []
+    for _ in range(2):
+        raw = server.client().chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": content}], max_tokens=8, temperature=0, stream=True,
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+        results.append((raw.headers.get("x-cache"), text))
+    assert [h for h, _ in results] == ["MISS", "HIT"]
+    assert results[0][1] == results[1][1]
+    assert _hits(server) == hits + 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_completions_second_request_from_cache(server, stream):
+    prompt, hits = _prompt(f"completion-{stream}"), _hits(server)
+    results = []
+    for _ in range(2):
+        raw = server.client().completions.with_raw_response.create(
+            model=MODEL, prompt=prompt, max_tokens=8, temperature=0, stream=stream
+        )
+        parsed = raw.parse()
+        if stream:
+            text = "".join(c.choices[0].text for c in parsed if c.choices)
+        else:
+            text = parsed.choices[0].text
+        results.append((raw.headers.get("x-cache"), text))
+    assert [h for h, _ in results] == ["MISS", "HIT"]
+    assert results[0][1] == results[1][1]
+    assert _hits(server) == hits + 1
+
+
+def test_answers_reach_redis_under_the_prefix(server):
+    import redis
+
+    _chat(server, _prompt("redis"))
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    deadline = time.time() + 5
+    while not list(client.scan_iter(match=f"{server.key_prefix}:entry:*", count=1000)) and time.time() < deadline:
+        time.sleep(0.1)
+    assert list(client.scan_iter(match=f"{server.key_prefix}:entry:*", count=1000))
+    client.close()
+
+
+# -- scopes and cache modes ----------------------------------------------------------------------
+
+
+def test_scope_header_and_vllm_xargs_isolate_tenants(server):
+    content = _prompt("scoped")
+    assert _chat(server, content, {"X-Cache-Scope": "tenant-a"})[0] == "MISS"
+    assert _chat(server, content, {"X-Cache-Scope": "tenant-a"})[0] == "HIT"
+    assert _chat(server, content, {"X-Cache-Scope": "tenant-b"})[0] == "MISS"
+    assert _chat(server, content)[0] == "MISS"  # no scope: the shared scope
+    # The body's flat vllm_xargs form; alone it names the same scope as the header.
+    assert _chat(server, content, extra_body={"vllm_xargs": {"enhanced_llm.scope": "tenant-a"}})[0] == "HIT"
+    assert _chat(server, content, extra_body={"vllm_xargs": {"cache_scope": "tenant-c"}})[0] == "MISS"
+    assert _chat(server, content, extra_body={"vllm_xargs": {"cache_scope": "tenant-c"}})[0] == "HIT"
+    # With both, the body narrows within the header's tenant ("tenant-b/tenant-a"), never leaves it.
+    both = {"vllm_xargs": {"enhanced_llm.scope": "tenant-a"}}
+    assert _chat(server, content, {"X-Cache-Scope": "tenant-b"}, both)[0] == "MISS"
+    assert _chat(server, content, {"X-Cache-Scope": "tenant-b"}, both)[0] == "HIT"
+
+
+def test_cache_modes_from_vllm_xargs(server):
+    content = _prompt("modes")
+    bypass = {"vllm_xargs": {"enhanced_llm.cache": "bypass"}}
+    assert _chat(server, content, extra_body=bypass)[0] == "MISS"
+    assert _chat(server, content, extra_body=bypass)[0] == "MISS"  # bypass never stores
+    assert _chat(server, content)[0] == "MISS"
+    assert _chat(server, content)[0] == "HIT"
+    assert _chat(server, content, extra_body={"vllm_xargs": {"cache_mode": "refresh"}})[0] == "MISS"
+
+
+# -- errors and metrics ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        (b'{"model": "embedded:tiny", "prompt": ', None),  # not JSON
+        ({"model": MODEL, "prompt": "x", "max_tokens": "many"}, "max_tokens"),
+        ({"model": MODEL, "prompt": "x", "vllm_xargs": {"enhanced_llm": {"scope": "a"}}}, "vllm_xargs"),  # nested: vLLM rejects
+        ({"model": MODEL, "prompt": "x", "vllm_xargs": {"enhanced_llm.cache": "sometimes"}}, "cache"),
+        ({"model": MODEL, "prompt": "x", "vllm_xargs": {"cache_scope": 7}}, "scope"),
+    ],
+)
+def test_malformed_bodies_get_structured_400(server, body, param):
+    with server.http() as http:
+        if isinstance(body, bytes):
+            r = http.post("/v1/completions", content=body, headers={"Content-Type": "application/json"})
+        else:
+            r = http.post("/v1/completions", json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == 400 and error["message"]
+    if param is not None:
+        assert param in (error.get("param") or "")
+
+
+def test_metrics_next_to_vllms(server):
+    with server.http() as http:
+        text = http.get("/metrics").text
+    assert "vllm:" in text  # vLLM's own families are still there
+    for family in ("enhanced_llm_cache_hits_total", "enhanced_llm_cache_misses_total", "enhanced_llm_cache_stores_total",
+                   "enhanced_llm_cache_tokens_saved_total", "enhanced_llm_cache_time_saved_seconds_total",
+                   "enhanced_llm_cache_redis_errors_total", "enhanced_llm_cache_memory_entries"):
+        assert family in text
+    assert _metric(server, "enhanced_llm_cache_stores_total") >= 1
+    assert _metric(server, "enhanced_llm_cache_tokens_saved_total") > 0
+
+
+# -- shutdown (keep last: it stops the module's server) ----------------------------------------------
+
+
+def test_sigterm_stops_cleanly_with_a_request_in_flight(server):
+    parent = psutil.Process(server.proc.pid)
+    family = [parent, *parent.children(recursive=True)]
+    assert len(family) >= 2  # the API server and its engine core process
+    outcome: dict[str, object] = {}
+
+    def long_request() -> None:
+        try:
+            with server.http() as http:
+                r = http.post("/v1/completions", json={
+                    "model": MODEL, "prompt": _prompt("in-flight"), "max_tokens": 400, "temperature": 0, "ignore_eos": True,
+                })
+            outcome["status"] = r.status_code
+        except httpx.HTTPError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=long_request)
+    thread.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(timeout=30)
+    elapsed = time.monotonic() - started
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the in-flight request hung"
+    assert outcome.get("status") in (200, 500) or isinstance(outcome.get("error"), httpx.RemoteProtocolError), outcome
+    assert elapsed < 15, f"shutdown took {elapsed:.1f}s"
+    gone, alive = psutil.wait_procs(family, timeout=10)
+    assert not alive, f"processes left behind: {alive}"
+    log = server.log.read_text()
+    assert "enhanced-llm server stopped" in log
