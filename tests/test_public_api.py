@@ -70,9 +70,10 @@ def test_seed_style_constructor_serves_and_cleans_up():
     from enhanced_llm import EnhancedAsyncLLM
 
     me = psutil.Process()
+    others = {p.pid for p in me.children(recursive=True)}  # engines of other test modules
     llm = EnhancedAsyncLLM(model="embedded:tiny", handler_config=HandlerConfig(cache_enabled=True),
                            engine_args={"kv_cache_memory_bytes": 128 << 20, "max_model_len": 256})
-    assert me.children(recursive=True), "the engine core runs in a child process"
+    assert _engine_processes(me, others), "the engine core runs in a child process"
 
     async def main():
         texts = []
@@ -89,15 +90,17 @@ def test_seed_style_constructor_serves_and_cleans_up():
     (first, hit_first), (second, hit_second) = asyncio.run(main())
     assert first == second and not hit_first and hit_second
     deadline = time.monotonic() + 15  # the core's worker is killed a moment after the core
-    while _engine_processes(me) and time.monotonic() < deadline:
+    while _engine_processes(me, others) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _engine_processes(me), "engine processes left after cleanup()"
+    assert not _engine_processes(me, others), "engine processes left after cleanup()"
 
 
-def _engine_processes(me: psutil.Process) -> list[psutil.Process]:
-    """Live children, less Python's own multiprocessing resource tracker (it lives as long as we do)."""
+def _engine_processes(me: psutil.Process, others: set[int]) -> list[psutil.Process]:
+    """Live children not in ``others``, less Python's multiprocessing resource tracker (it lives as long as we do)."""
     alive = []
     for child in me.children(recursive=True):
+        if child.pid in others:
+            continue
         try:
             if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
                 alive.append(child)

@@ -57,6 +57,12 @@ async def redis_or_skip():
         ("我喜欢猫", "我不喜欢猫", "negation_mismatch"),
         ("从北京到上海怎么走", "从上海到北京怎么走", "swapped_roles"),
         ("买三个苹果", "买五个苹果", "number_mismatch"),
+        ("How many kilometers are in a mile?", "How many miles are in a kilometer?", "swapped_roles"),
+        ("Is a cheetah faster than a lion?", "Is a lion faster than a cheetah?", "swapped_roles"),
+        ("英文翻译成中文", "中文翻译成英文", "swapped_roles"),
+        ("Which foods contain gluten?", "Which foods do not contain gluten?", "negation_mismatch"),
+        ("Recipes with eggs", "Recipes without eggs", "negation_mismatch"),
+        ("What's new in Python 3.12?", "What's new in Python 3.11?", "number_mismatch"),
     ],
 )
 def test_verifier_rejects_near_misses(a, b, reason):
@@ -70,6 +76,40 @@ def test_verifier_unrepresentable_and_paraphrase(model):
     assert v.verify("今天天气如何", "今天天气怎么样").reason == "unrepresentable"
     assert v.verify("How can I reset my password?", "How do I reset my password?").accepted
     assert v.verify("What are three ways to save money?", "What are 3 ways to save money?").accepted
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("Extract TAR archives without streaming.", "Extract TAR archives in non-streaming mode."),
+        ("The `x` parameter is optional.", "The `x` parameter is not mandatory."),
+        ("If the dataset doesn't have metadata, a label column is built.", "In the absence of metadata, a label column is built."),
+        ("No, it doesn't exist in v2.10.0.", "It does not exist in version 2.10.0."),
+        ("It works in two steps: 1) download, 2) prepare.", "It is a two-step process: download, then prepare."),
+        ("Convert Celsius to Fahrenheit", "Convert Celsius into Fahrenheit"),
+        ("Can it load not only audio but also images?", "Can it load audio and images?"),
+        ("Huggingface.js has TS types.", "Hugging Face.js has TypeScript types."),
+    ],
+)
+def test_verifier_accepts_paraphrases(a, b):
+    assert Verifier().verify(b, a).accepted, Verifier().verify(b, a)
+
+
+def test_choose_ranks_near_ties_and_refuses_conflicts(model):
+    from enhanced_llm.semantic.index import Candidate
+
+    cfg = SimilarityConfig(ambiguity_margin=0.03, min_coverage=0.5)
+    sc = SemanticCache(cfg, embedder=Embedder(model=model))
+    assert sc.ambiguity_margin == 0.03 and sc.verifier.min_coverage == 0.5
+    assert SemanticCache(cfg, embedder=Embedder(model=model), ambiguity_margin=0.01).ambiguity_margin == 0.01
+    q = "How can I reset my password?"
+    # The same question stored under two ids: two answers to one question, serve neither.
+    same = [Candidate("a", "How do I reset my password?", 0.95), Candidate("b", "How do I reset my password?", 0.95)]
+    assert sc.choose(q, same) is None and sc.rejections["ambiguous"] == 1
+    # A near tie on cosine that word overlap separates.
+    near = [Candidate("a", "How do I reset my password?", 0.95), Candidate("b", "Where is the settings page?", 0.945)]
+    m = sc.choose(q, near)
+    assert m is not None and m.entry_id == "a"
 
 
 def test_verifier_uses_nlp_results():
@@ -111,6 +151,27 @@ def test_index_scopes_eviction_and_removal():
     ix.add("a", "e5", "q5 again", x[5])  # replacing keeps one entry per id
     assert len(ix) == 9 and ix.get("e5") == ("a", "q5 again")
 
+
+
+@pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
+def test_index_approximate_search_removal_and_retraining(index_type):
+    ix = VectorIndex(32, max_entries=10_000, approximate_after=200, index_type=index_type, nprobe=8)
+    x = _unit(3000, d=32, seed=1)
+    ix.add_many("s", [(f"e{i}", f"q{i}") for i in range(300)], x[:300])
+    sc = ix._scopes["s"]
+    assert sc.approximate and sc.kind == index_type
+    assert ix.search("s", x[7], 1)[0].entry_id == "e7"
+    for i in range(100):  # tombstones, then compaction
+        assert ix.remove(f"e{i}")
+    assert all(c.entry_id != "e7" for c in ix.search("s", x[7], 20))
+    assert ix.search("s", x[150], 1)[0].entry_id == "e150" and len(ix) == 200
+    ix.add_many("s", [(f"e{i}", f"q{i}") for i in range(300, 3000)], x[300:])  # IVF re-trains as it grows
+    assert ix.search("s", x[2500], 1)[0].entry_id == "e2500"
+    if index_type == "ivf":
+        assert ix._scopes["s"].trained_for >= 2000
+    assert ix.stats()["entries"] == 2900 and ix.memory_bytes() > 2900 * 32 * 4
+    with pytest.raises(ValueError):
+        VectorIndex(8, index_type="annoy")
 
 # -- facade --------------------------------------------------------------------------
 

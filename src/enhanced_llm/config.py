@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -185,7 +185,11 @@ class SimilarityConfig(BaseModel):
     batch_window_ms: float = Field(default=2.0, ge=0, description="How long the embedder waits to gather a batch.")
     max_batch_size: int = Field(default=64, gt=0)
     index_max_entries: int = Field(default=100_000, gt=0, description="Vectors kept per process (all scopes).")
-    approximate_after: int = Field(default=20_000, gt=0, description="A scope's index switches from exact to HNSW past this size.")
+    approximate_after: int = Field(default=20_000, gt=0, description="A scope's index switches from exact to approximate past this size.")
+    index_type: Literal["ivf", "hnsw", "flat"] = Field(
+        default="ivf", description="Approximate index past approximate_after: IVF-flat (removals, cheap training), HNSW, or flat."
+    )
+    index_nprobe: int = Field(default=32, gt=0, description="IVF cells searched per query (recall vs latency).")
     lookup_timeout: float = Field(default=0.05, gt=0, description="Seconds a semantic lookup may take before the request goes to the engine alone.")
     ambiguity_margin: float = Field(
         default=0.02, ge=0, le=1, description="Serve nothing when two different accepted entries score within this margin."

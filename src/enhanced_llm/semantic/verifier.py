@@ -14,16 +14,32 @@ Rules, in order (each rejection has its own reason string):
 ``truncated``        either text is longer than the model reads; the unread tail
                      may differ.
 ``number_mismatch``  the numbers differ (digits, English number words, Chinese
-                     numerals; "3" == "three").
-``negation_mismatch`` one text is negated and the other is not.
+                     numerals; "3" == "three"). List markers ("1) ", "2. ") and
+                     vague magnitudes ("several thousand") are not numbers; a
+                     count spelled out on one side only ("two steps" / "the
+                     steps") is tolerated, a number in digits never is.
+``negation_mismatch`` one text negates what the other asserts. Each explicit cue
+                     ("not", "n't", "without", "non-", "no-") negates the next
+                     content word; the pair is rejected when that word occurs in
+                     the un-negated text. Negation by meaning ("absence",
+                     "avoid", "too big to") counts on either side, idioms ("not
+                     only", "or not", an answer's leading "No,") do not.
 ``antonym``          one text uses a word whose opposite the other uses
-                     (a compact table, plus un-/dis-/in-/non- and -ful/-less).
-``swapped_roles``    the same content words sit on opposite sides of a
-                     direction word ("X to Y", "from X to Y", "X than Y",
-                     "从X到Y", "X比Y"...).
+                     (a compact general table, plus un-/dis-/in-/non- and
+                     -ful/-less; "without X" and "non-X" agree).
+``swapped_roles``    two content words trade places across the same direction
+                     word ("X to Y", "from X to Y", "X than Y", "X in a Y";
+                     "从X到Y", "X比Y"...), compared on crude stems so plural and
+                     singular forms match ("kilometers in a mile" / "miles in a
+                     kilometer").
 ``entity_mismatch``  each text names something the other does not (proper
                      nouns, acronyms, identifiers, code spans; for Chinese the
-                     non-shared content characters on both sides).
+                     non-shared content characters on both sides). A name counts
+                     as shared when the other text has it in any casing, spacing,
+                     stem or as CamelCase initials ("JS" / "JavaScript").
+
+Morphology is a small rule-based stemmer (plural, -ing/-ed, final -e, common
+irregular forms), not a list of benchmark words.
 
 Optional NLP results (anything with ``entities``, ``numbers`` and ``negations``
 attributes, such as ``enhanced_llm.nlp.NLPResult``) add to what the rules
@@ -37,7 +53,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
-__all__ = ["Verdict", "Verifier", "REASONS"]
+__all__ = ["Verdict", "Verifier", "REASONS", "lexical_overlap"]
 
 REASONS = (
     "identical",
@@ -148,9 +164,12 @@ _EN_NUMBER_WORDS = {
      "half": 0.5, "twice": 2, "once": 1, "thrice": 3, "double": 2, "triple": 3}
 # "one" is too often a pronoun ("which one", "one of"): counted only before a noun-like word is guesswork.
 _EN_WEAK_NUMBER_WORDS = frozenset({"one", "once", "double"})
+_EN_MAGNITUDES = frozenset({"hundred", "thousand", "million", "billion", "dozen"})
+# List markers ("1. ", "2) ") number items, they are not quantities; "v2.1" is version 2.1.
+_ENUMERATOR_RE = re.compile(r"(?:^|(?<=[\n:;])|(?<=[.!?]\s))\s*\(?\d{1,2}[.)](?=\s)|(?<![\w(.])\d{1,2}\)(?=\s)")
+_VERSION_V_RE = re.compile(r"(?<![A-Za-z0-9_])[vV](?=\d)")
 
-_EN_DIRECTION = ("to", "into", "than", "towards", "toward", "->", "→")
-_ZH_DIRECTION = ("转换成", "转换为", "换算成", "换算为", "转成", "转为", "换成", "变成", "到", "至", "比", "去", "往")
+_ZH_DIRECTION = ("转换成", "转换为", "换算成", "换算为", "转成", "转为", "换成", "变成", "译成", "译为", "改成", "改为", "到", "至", "比", "去", "往")
 
 _TOKEN_RE = re.compile(r"`[^`]+`|->|→|[A-Za-z0-9_][A-Za-z0-9_.\-/+#']*[A-Za-z0-9_+#]|[A-Za-z0-9]|[\u4e00-\u9fff]+")
 _NUM_RE = re.compile(r"(?<![A-Za-z0-9_])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:st|nd|rd|th)?%?")
@@ -169,6 +188,106 @@ def _inflections(word: str) -> set[str]:
     if len(word) >= 3 and word[-1] not in "aeiouwy" and word[-2] in "aeiou" and word[-3] not in "aeiou":
         forms |= {word + word[-1] + "ed", word + word[-1] + "ing", word + word[-1] + "er", word + word[-1] + "est"}
     return forms
+
+
+# --- morphology (general English, rule-based) ------------------------------------------
+
+_IRREGULAR = {
+    "men": "man", "women": "woman", "children": "child", "people": "person", "mice": "mouse",
+    "feet": "foot", "teeth": "tooth", "geese": "goose", "indices": "index", "matrices": "matrix",
+    "vertices": "vertex", "analyses": "analysis", "criteria": "criterion", "phenomena": "phenomenon",
+    "lives": "life", "wives": "wife", "knives": "knife", "leaves": "leaf", "halves": "half",
+    "is": "be", "are": "be", "was": "be", "were": "be", "been": "be", "being": "be", "am": "be",
+    "has": "have", "had": "have", "having": "have", "does": "do", "did": "do", "done": "do",
+    "went": "go", "gone": "go", "made": "make", "took": "take", "taken": "take", "got": "get",
+    "gotten": "get", "ran": "run", "wrote": "write", "written": "write", "ate": "eat", "eaten": "eat",
+    "bought": "buy", "sold": "sell", "thought": "think", "brought": "bring", "began": "begin",
+    "begun": "begin", "chose": "choose", "chosen": "choose", "knew": "know", "known": "know",
+    "grew": "grow", "grown": "grow", "drew": "draw", "drawn": "draw", "flew": "fly", "flown": "fly",
+    "gave": "give", "given": "give", "saw": "see", "seen": "see", "spoke": "speak", "spoken": "speak",
+    "found": "find", "kept": "keep", "left": "leave", "lost": "lose", "meant": "mean", "paid": "pay",
+    "said": "say", "sent": "send", "slept": "sleep", "spent": "spend", "stood": "stand", "told": "tell",
+    "taught": "teach", "won": "win", "built": "build", "held": "hold", "led": "lead", "felt": "feel",
+}
+_NO_STRIP_S = ("ss", "us", "is", "ous", "ics", "sis", "xis")
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    """A crude, deterministic English stem: plural, -ing/-ed and final -e removed, so that
+    "copies", "copying", "copied" and "copy", or "makes", "making" and "make", compare equal."""
+    w = word.lower()
+    if w in _IRREGULAR:
+        return _IRREGULAR[w]
+    if not w.isalpha() or len(w) <= 3:
+        return w
+    if w.endswith("ies") and len(w) > 4:
+        w = w[:-3] + "y"
+    elif w.endswith(("sses", "shes", "ches", "xes", "zes")):
+        w = w[:-2]
+    elif w.endswith("s") and not w.endswith(_NO_STRIP_S):
+        w = w[:-1]
+    for suf in ("ing", "ied", "ed"):
+        if w.endswith(suf) and len(w) - len(suf) >= 3:
+            w = w[: -len(suf)] + ("y" if suf == "ied" else "")
+            if len(w) >= 4 and w[-1] == w[-2] and w[-1] not in "aeiouls":  # running -> run
+                w = w[:-1]
+            break
+    if w.endswith("e") and len(w) > 3 and not w.endswith("ee"):
+        w = w[:-1]
+    return w
+
+
+# --- negation ------------------------------------------------------------------------
+
+# Words that negate by their meaning; they make a text negated but have no scope we can read.
+_IMPLICIT_NEG_STEMS = frozenset(
+    _stem(w)
+    for w in """absence absent lack lacking avoid avoiding prevent preventing omit omitting exclude excluding
+    fail failing failure unable impossible refuse deny except instead zero
+    """.split()
+)
+# Hyphenated prefixes that negate the rest of the word: non-streaming, no-code, zero-copy.
+_NEG_HYPHEN_PREFIXES = ("non-", "no-", "zero-", "not-")
+# "not only", "not just", "whether ... or not", "no longer" does negate; "no doubt" does not.
+_NEG_IDIOM_NEXT = frozenset({"only", "just", "merely", "simply", "doubt", "matter", "wonder"})
+# Auxiliaries and determiners skipped when looking for the word a cue negates.
+_SCOPE_SKIP = frozenset(
+    """a an the be is are was were been being am do does did have has had having to of any anything anyone
+    some my your his her its our their this that these those it i you he she we they me him us them there
+    really necessarily always even yet longer enough quite very so too just also all much many ever""".split()
+)
+_INTERJECTION_NO_RE = re.compile(r"(?:^|[.!?\n]\s*)(?:no|nope)\s*[,.!;:]", re.I)
+
+
+def _negation_scopes(text: str, words: list[str], stems: tuple[str, ...]) -> tuple[tuple[str | None, ...], bool]:
+    """Explicit negation cues with the stem of the word each negates, and whether an implicit one occurs."""
+    scopes: list[str | None] = []
+    implicit = False
+    skip_no = len(_INTERJECTION_NO_RE.findall(text))  # "No, it doesn't ..." answers, it does not negate
+    n = len(words)
+    for i, w in enumerate(words):
+        if w.startswith(_NEG_HYPHEN_PREFIXES) and "-" in w:
+            scopes.append(_stem(w.split("-", 1)[1]))
+            continue
+        if stems[i] in _IMPLICIT_NEG_STEMS or (w == "too" and "to" in words[i + 2 : i + 4]):
+            implicit = True  # "too large to fit" = does not fit
+            continue
+        if not (w in _EN_NEG or w.endswith("n't")):
+            continue
+        if w in ("no", "nope") and skip_no:
+            skip_no -= 1
+            continue
+        nxt = words[i + 1] if i + 1 < n else ""
+        if nxt in _NEG_IDIOM_NEXT or (w == "not" and i and words[i - 1] == "or"):
+            continue
+        scope = None
+        for j in range(i + 1, min(n, i + 5)):
+            if words[j] not in _SCOPE_SKIP and not words[j].endswith("n't"):
+                scope = stems[j]
+                break
+        scopes.append(scope)
+    return tuple(scopes), implicit
 
 
 def _build_antonym_map() -> dict[str, set[str]]:
@@ -195,10 +314,18 @@ class _Analysis:
     words: tuple[str, ...]  # lower-cased tokens, in order
     word_set: frozenset[str]
     numbers: tuple[str, ...]  # sorted canonical numbers
+    digit_numbers: bool  # some number is written with digits (or Chinese numerals), not only as an English word
     negated: bool
     entities: frozenset[str]
     cjk: str  # the Chinese characters, in order
     zh_content: frozenset[str]
+    stems: tuple[str, ...]  # _stem() of every word, in order (for the swap rule)
+    stem_set: frozenset[str]
+    content: frozenset[str]  # stems of the content words (not stop words, not numbers)
+    squashed: str  # lower-cased letters and digits only ("Hugging Face.js" -> "huggingfacejs")
+    initialisms: frozenset[str]  # capitals of CamelCase tokens ("JavaScript" -> "js")
+    neg_scopes: tuple[str | None, ...]  # per explicit negation cue: stem of the word it negates (None: unknown)
+    implicit_neg: bool  # a word that negates by meaning ("absence", "avoid", "non-...")
 
 
 def _canon_number(raw: str) -> str:
@@ -267,25 +394,46 @@ def _analyze(text: str) -> _Analysis:
             entities.add(low)
         elif _is_entity_token(tok, at_start=start in sentence_starts):
             entities.add(low)
-    numbers = [_canon_number(m.group()) for m in _NUM_RE.finditer(text)]
-    for w in words:
+    num_text = _ENUMERATOR_RE.sub(" ", _VERSION_V_RE.sub("", text))
+    numbers = [_canon_number(m.group()) for m in _NUM_RE.finditer(num_text)]
+    digit_numbers = bool(numbers)
+    for i, w in enumerate(words):
         if w in _EN_NUMBER_WORDS and w not in _EN_WEAK_NUMBER_WORDS:
+            # "several thousand", "hundreds": a magnitude word alone is a vague amount, not a number.
+            if w in _EN_MAGNITUDES and not (i and (words[i - 1] in _EN_NUMBER_WORDS or words[i - 1][:1].isdigit())):
+                continue
             numbers.append(f"{_EN_NUMBER_WORDS[w]:g}")
     cjk = "".join(_CJK_RE.findall(text))
     numbers += _zh_numbers(cjk)
     entities -= {n for n in entities if _NUM_RE.fullmatch(n)}
-    negated = any(w in _EN_NEG or w.endswith("n't") for w in words) or _zh_negated(cjk)
+    zh_negated = _zh_negated(cjk)
+    stems = tuple(_stem(w) for w in words)
+    neg_scopes, implicit_neg = _negation_scopes(text, words, stems)
+    negated = bool(neg_scopes) or zh_negated
     zh_content = frozenset(ch for ch in cjk if ch not in _ZH_FUNCTION and ch not in _ZH_DIGITS and ch not in _ZH_UNITS)
+    initialisms = set()
+    for tok in raw_tokens:
+        caps = "".join(ch for ch in tok if ch.isupper())
+        if len(caps) >= 2 and not tok.isupper():
+            initialisms.add(caps.lower())
     return _Analysis(
         text=text,
         norm=norm,
         words=tuple(words),
         word_set=frozenset(words),
         numbers=tuple(sorted(numbers)),
+        digit_numbers=digit_numbers or bool(_zh_numbers(cjk)),
         negated=negated,
         entities=frozenset(entities),
         cjk=cjk,
         zh_content=zh_content,
+        stems=stems,
+        stem_set=frozenset(stems),
+        content=frozenset(st for w, st in zip(words, stems) if w not in _STOP and not w[:1].isdigit() and w not in _EN_NUMBER_WORDS),
+        squashed=re.sub(r"[^0-9a-z]+", "", norm),
+        initialisms=frozenset(initialisms),
+        neg_scopes=neg_scopes,
+        implicit_neg=implicit_neg or (zh_negated and not neg_scopes),
     )
 
 
@@ -337,8 +485,13 @@ def _covered(word: str, other: _Analysis) -> bool:
             "".join(w[0] for w in other.words[i : i + len(word)]) == word for i in range(len(other.words))
         ):
             return True
-    stem = word[:-1] if word.endswith("s") else word
-    return len(stem) >= 3 and stem in other.norm
+    if word in other.initialisms:  # "js" for "JavaScript"
+        return True
+    squashed = re.sub(r"[^0-9a-z]+", "", word)
+    if len(squashed) >= 3 and squashed in other.squashed:  # "Hugging Face.js" / "Huggingface.js"
+        return True
+    stem = _stem(word)
+    return len(stem) >= 3 and (stem in other.stem_set or stem in other.norm)
 
 
 class Verifier:
@@ -373,10 +526,11 @@ class Verifier:
                 if getattr(info, "truncated", False):
                     return Verdict(False, "truncated")
         nq, nc = _merge_numbers(q.numbers, query_nlp), _merge_numbers(c.numbers, candidate_nlp)
-        if nq != nc:
+        if nq != nc and _numbers_matter(q, c, nq, nc):
             return Verdict(False, "number_mismatch", f"{sorted(nq)} vs {sorted(nc)}")
-        if _negated(q, query_nlp) != _negated(c, candidate_nlp):
-            return Verdict(False, "negation_mismatch")
+        neg = _negation_difference(q, c, query_nlp, candidate_nlp)
+        if neg:
+            return Verdict(False, "negation_mismatch", neg)
         pair = _antonym_pair(q, c)
         if pair:
             return Verdict(False, "antonym", f"{pair[0]} / {pair[1]}")
@@ -410,8 +564,40 @@ def _merge_numbers(numbers: tuple[str, ...], nlp: Any) -> frozenset[str]:
     return frozenset(out)
 
 
-def _negated(a: _Analysis, nlp: Any) -> bool:
-    return a.negated or bool(getattr(nlp, "negations", None))
+def _numbers_matter(q: _Analysis, c: _Analysis, nq: frozenset[str], nc: frozenset[str]) -> bool:
+    """Different numbers reject, except a count spelled out on one side only ("two essential
+    elements" vs "the elements ... and ..."): a number written in digits always counts."""
+    if nq and nc:
+        return True
+    one = q if nq else c
+    return one.digit_numbers
+
+
+def _negation_difference(q: _Analysis, c: _Analysis, q_nlp: Any, c_nlp: Any) -> str:
+    """Non-empty when exactly one text negates what the other asserts.
+
+    Each explicit cue ("not", "without", "n't", "non-") negates the next content word. When one
+    text has cues and the other none, the pair is rejected if a negated word occurs in the other
+    text ("Can dogs eat chocolate?" / "Can dogs not eat chocolate?"). A negated word the other text
+    does not use is read as the same meaning put another way ("not mandatory" / "optional"), and
+    negation by meaning ("in the absence of", "avoid", "non-...") counts as negation on either side.
+    Chinese negation (not parsed for scope) and negations reported by an NLP analysis reject
+    whenever the other side has no negation at all.
+    """
+    nlp_q, nlp_c = bool(getattr(q_nlp, "negations", None)), bool(getattr(c_nlp, "negations", None))
+    neg_q = bool(q.neg_scopes) or q.implicit_neg or nlp_q
+    neg_c = bool(c.neg_scopes) or c.implicit_neg or nlp_c
+    if neg_q == neg_c:
+        return ""
+    n, p, n_nlp = (q, c, nlp_q) if neg_q else (c, q, nlp_c)
+    if n_nlp and not n.neg_scopes and not n.implicit_neg:
+        return "negated (nlp)"
+    if n.cjk and _zh_negated(n.cjk) and not _zh_negated(p.cjk):
+        return "negated (zh)"
+    for scope in n.neg_scopes:
+        if scope is None or scope in p.stem_set or scope in p.squashed:
+            return f"negated {scope!r}"
+    return ""
 
 
 def _nlp_entities(nlp: Any) -> set[str]:
@@ -431,8 +617,10 @@ def _antonym_pair(q: _Analysis, c: _Analysis) -> tuple[str, str] | None:
         if opposites and opposites & only_c:
             return w, next(iter(opposites & only_c))
         for p in _NEG_PREFIXES:  # able / unable, like / dislike, useful / useless
-            if p + w in only_c or (w.startswith(p) and len(w) - len(p) >= 3 and w[len(p):] in only_c):
-                return w, p + w if p + w in only_c else w[len(p):]
+            if p + w in only_c and _stem(w) not in q.neg_scopes:
+                return w, p + w
+            if w.startswith(p) and len(w) - len(p) >= 3 and w[len(p):] in only_c and _stem(w[len(p):]) not in c.neg_scopes:
+                return w, w[len(p):]
         if w.endswith("ful") and w[:-3] + "less" in only_c:
             return w, w[:-3] + "less"
         if w.endswith("less") and w[:-4] + "ful" in only_c:
@@ -445,18 +633,77 @@ def _antonym_pair(q: _Analysis, c: _Analysis) -> tuple[str, str] | None:
     return None
 
 
-_WINDOW = 3  # content words looked at on each side of a direction marker
+_NEAR = 2  # content words looked at on each side of a direction marker
+_EN_MARKERS = frozenset(("to", "into", "than", "in", "per", "->", "→", "towards", "toward"))
+_COMPARATIVE = frozenset({"more", "less", "better", "worse", "rather"})
 
 
-def _sides(words: Iterable[str], markers: tuple[str, ...]) -> tuple[set[str], set[str]] | None:
-    """The few content words just left and right of the last direction marker, or None without one."""
-    words = list(words)
-    for i in range(len(words) - 1, 0, -1):
-        if words[i] in markers:
-            left = [w for w in words[:i] if w not in _STOP and not w[0].isdigit()][-_WINDOW:]
-            right = [w for w in words[i + 1 :] if w not in _STOP and not w[0].isdigit()][:_WINDOW]
-            return set(left), set(right)
-    return None
+def _is_comparative(w: str) -> bool:
+    return w in _COMPARATIVE or (len(w) > 4 and w.endswith("er") and w.isalpha())
+
+
+def _marker_sides(a: _Analysis) -> list[tuple[str, list[str], list[str]]]:
+    """For each direction marker: the nearest content stems on its left and on its right, nearest first.
+
+    "How many kilometers are in a mile?" -> [(["kilometer", "many"], ["mile"])].
+    """
+    out = []
+    words, stems = a.words, a.stems
+    for i, w in enumerate(words):
+        if w not in _EN_MARKERS or i == 0:
+            continue
+        left: list[str] = []
+        for j in range(i - 1, max(-1, i - 6), -1):
+            x = words[j]
+            if x in _STOP or x[:1].isdigit() or x in _EN_MARKERS or (w == "than" and _is_comparative(x)):
+                continue
+            left.append(stems[j])
+            if len(left) == _NEAR:
+                break
+        right: list[str] = []
+        for j in range(i + 1, min(len(words), i + 6)):
+            x = words[j]
+            if x in _EN_MARKERS:
+                break
+            if x in _STOP or x[:1].isdigit():
+                continue
+            right.append(stems[j])
+            if len(right) == _NEAR:
+                break
+        if left and right:
+            out.append((w, left, right))
+    return out
+
+
+def _en_swapped(q: _Analysis, c: _Analysis) -> bool:
+    """Two content words trade places across a direction marker ("X to Y" / "Y to X").
+
+    The word next to the marker on one side must be among the words next to it on the other side
+    in the other text, both ways: "convert Celsius to Fahrenheit" / "convert Fahrenheit to Celsius",
+    "kilometers in a mile" / "miles in a kilometer", "cheetah faster than a lion" / "lion faster
+    than a cheetah". Looser reorderings (passive voice, moved clauses) do not count.
+    """
+    sides_q, sides_c = _marker_sides(q), _marker_sides(c)
+    # A relation both texts state ("examples to the tokenizer" in each) is not a swap candidate.
+    pairs_q = {(m, l[0], r[0]) for m, l, r in sides_q}
+    pairs_c = {(m, l[0], r[0]) for m, l, r in sides_c}
+    for mq, lq, rq in sides_q:
+        if (mq, lq[0], rq[0]) in pairs_c:
+            continue
+        for mc, lc, rc in sides_c:
+            if mc != mq or (mc, lc[0], rc[0]) in pairs_q:
+                continue
+            if (
+                lq[0] != lc[0]
+                and lq[0] in rc
+                and lc[0] in rq
+                and lq[0] not in rq
+                and lc[0] not in lq
+                and lq[0] not in lc
+                and lc[0] not in rc
+            ):
+                return True
+    return False
 
 
 def _zh_sides(cjk: str) -> tuple[set[str], set[str]] | None:
@@ -475,7 +722,9 @@ def _zh_sides(cjk: str) -> tuple[set[str], set[str]] | None:
 
 
 def _swapped(q: _Analysis, c: _Analysis) -> bool:
-    for sq, sc in ((_sides(q.words, _EN_DIRECTION), _sides(c.words, _EN_DIRECTION)), (_zh_sides(q.cjk), _zh_sides(c.cjk))):
+    if _en_swapped(q, c):
+        return True
+    for sq, sc in ((_zh_sides(q.cjk), _zh_sides(c.cjk)),):
         if sq is None or sc is None:
             continue
         (lq, rq), (lc, rc) = sq, sc
@@ -486,3 +735,15 @@ def _swapped(q: _Analysis, c: _Analysis) -> bool:
         if (crossed_l or crossed_r) and not (lq & lc) and not (rq & rc):
             return True
     return False
+
+
+def lexical_overlap(a: str, b: str) -> float:
+    """Dice coefficient of the two texts' content-word stems (0..1; 1.0 when neither has any).
+
+    Used to break near-ties between stored questions that embed almost equally close to a query.
+    """
+    x, y = _analyze(a), _analyze(b)
+    cx, cy = x.content | x.zh_content, y.content | y.zh_content
+    if not cx and not cy:
+        return 1.0
+    return 2 * len(cx & cy) / (len(cx) + len(cy))
