@@ -41,8 +41,10 @@ async def smart_llm():
 
 
 async def _settle(llm):
-    """Let background index additions land."""
-    await asyncio.sleep(0.3)
+    """Let background work (index additions, Redis writes) land."""
+    deadline = time.monotonic() + 10
+    while llm._background and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     await llm.flush_cache_writes()
 
 
@@ -74,6 +76,8 @@ async def test_near_misses_are_rejected(smart_llm, stored, query):
     await _settle(smart_llm)
     res = await run(smart_llm, query, greedy(), rid())
     assert not res.metadata["cache_hit"], res.metadata
+    verification = res.metadata["verification"]
+    assert verification is not None and verification["accepted"] is False and verification["reason"]
 
 
 async def test_no_semantic_hit_across_tenants_or_parameters(smart_llm):

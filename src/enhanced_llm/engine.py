@@ -213,6 +213,7 @@ class EnhancedAsyncLLM(AsyncLLM):
         if features.enable_caching:
             self.cache_manager = options.cache_manager or TieredCache(self.cache_config)
         self.similarity_helper = options.similarity_helper
+        self._semantic_redis: Any = None  # the similarity helper's own Redis pool, when we built it
         if self.similarity_helper is None and features.enable_similarity_search:
             self.similarity_helper = self._build_similarity_helper()
         self.nlp_analyzer = options.nlp_analyzer
@@ -236,18 +237,17 @@ class EnhancedAsyncLLM(AsyncLLM):
         """The semantic cache / similarity search, sharing the exact cache's Redis when it has one."""
         from .semantic import SemanticCache
 
-        redis_client = None
         config = self.cache_config
         if self.cache_manager is not None and self.cache_manager.redis is not None:
             # Its own pool: the index follows other replicas with blocking XREADs (up to ~1 s),
             # longer than the exact cache's socket timeout; each call still has its own timeout.
-            redis_client = make_redis_client(
+            self._semantic_redis = make_redis_client(
                 url=config.redis_url, host=config.redis_host, port=config.redis_port, db=config.redis_db,
                 password=config.redis_password, timeout=config.redis_timeout + 2.0,
             )
         return SemanticCache(
             self.similarity_config,
-            redis=redis_client,
+            redis=self._semantic_redis,
             key_prefix=f"{self.cache_config.key_prefix}:sem:",
             redis_timeout=self.cache_config.redis_timeout,
             entry_ttl=self.cache_config.ttl,
@@ -356,7 +356,8 @@ class EnhancedAsyncLLM(AsyncLLM):
             collector.add_enrichment(task, self._enricher.timeout)
         if key is not None and key.question and plan.read and self._semantic_usable():
             collector.hold()
-            self._spawn(self._semantic_race(collector, key, request_id, kwargs))
+            prompt_info = self._prompt_of(collector.request_id)  # now, while the engine holds the request
+            self._spawn(self._semantic_race(collector, key, request_id, kwargs, prompt_info))
         return collector
 
     def _semantic_usable(self) -> bool:
@@ -367,13 +368,17 @@ class EnhancedAsyncLLM(AsyncLLM):
         )
 
     async def _semantic_race(
-        self, collector: EnhancedRequestOutputCollector, key: RequestKey, request_id: str, kwargs: dict[str, Any]
+        self, collector: EnhancedRequestOutputCollector, key: RequestKey, request_id: str, kwargs: dict[str, Any],
+        prompt_info: tuple[str | None, list[int] | None],
     ) -> None:
         """Step 4: a verified paraphrase answers, if found before the engine's first output is delivered."""
         meta = collector.metadata
         try:
-            match = await self.similarity_helper.lookup(key.scope, key.question)
+            refusal: dict[str, Any] = {}
+            match = await self.similarity_helper.lookup(key.scope, key.question, report=refusal)
             if match is None:
+                if refusal:  # the verifier's (or the ambiguity rule's) decision, for the metadata
+                    meta.verification, meta.similarity = refusal, refusal.get("similarity")
                 return
             meta.similarity = match.similarity
             meta.verification = {"accepted": match.verdict.accepted, "reason": match.verdict.reason, "question": match.question}
@@ -381,10 +386,10 @@ class EnhancedAsyncLLM(AsyncLLM):
             if entry is None:  # its answer is gone: drop the vector too
                 self._spawn(self.similarity_helper.remove(match.entry_id))
                 return
-            if collector.delivered:  # too late: the reader already has engine output
+            if collector.delivered or meta.finished_at is not None:  # too late: the engine answered first
                 return
             engine_request_id, recorder = collector.request_id, collector.observer
-            prompt, prompt_token_ids = self._prompt_of(engine_request_id)
+            prompt, prompt_token_ids = prompt_info
             meta.cache_hit, meta.cache_source, meta.cache_status = True, "semantic", "semantic_hit"
             if self.cache_manager is not None:
                 self.cache_manager.stats.hits_semantic += 1
@@ -618,21 +623,24 @@ class EnhancedAsyncLLM(AsyncLLM):
             yield EnhancedOutput("", True, {}, f"{type(exc).__name__}: {exc}")
 
     async def cleanup(self) -> None:
-        """Close Redis pools and background tasks, then shut the engine down (idempotent)."""
+        """Close Redis pools and background tasks, then shut the engine down (idempotent, bounded)."""
         if not self._closed:
             self._closed = True
             for task in [*self._followers.values(), *self._background]:
                 task.cancel()
-            if self.cache_manager is not None:
-                await self.cache_manager.close()
+            closers = [self.cache_manager.close() if self.cache_manager is not None else None]
             for component in (self.similarity_helper, self.nlp_analyzer):
                 close = getattr(component, "close", None)
-                if close is not None:
-                    result = close()
-                    if asyncio.iscoroutine(result):
-                        await result
+                closers.append(close() if close is not None else None)
+            if self._semantic_redis is not None:
+                closers.append(self._semantic_redis.aclose())
+            for closer in closers:
+                if asyncio.iscoroutine(closer):
+                    try:
+                        await asyncio.wait_for(closer, timeout=10)
+                    except Exception:  # a component that cannot close must not keep the engine up
+                        logger.exception("closing a component failed")
         await asyncio.to_thread(self.shutdown)  # vLLM's shutdown blocks while the core process exits
-
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop the engine core and its processes (idempotent; ``__del__`` calls it again)."""

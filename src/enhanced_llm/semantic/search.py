@@ -166,10 +166,9 @@ class SemanticCache:
         self._started = False
         if self._sync_task is not None:
             self._sync_task.cancel()
-            try:
-                await self._sync_task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+            # Bounded: on Python 3.11 asyncio.wait_for can swallow a cancellation that
+            # races a finishing Redis call; the loop below also stops on _started.
+            await asyncio.wait([self._sync_task], timeout=2.0)
             self._sync_task = None
         if self.store is not None:
             await self.store.close()
@@ -188,19 +187,25 @@ class SemanticCache:
 
     # -- the cache -----------------------------------------------------------------
 
-    async def lookup(self, scope: str, text: str, nlp: Any = None, *, timeout: float | None = None) -> SemanticMatch | None:
+    async def lookup(
+        self, scope: str, text: str, nlp: Any = None, *, timeout: float | None = None, report: dict | None = None
+    ) -> SemanticMatch | None:
         """Best verified cached question of ``scope`` for ``text``, or None.
 
-        Gives up after ``timeout`` (default ``config.lookup_timeout``) seconds.
+        Gives up after ``timeout`` (default ``config.lookup_timeout``) seconds. When a
+        ``report`` dict is given, a refusal is described in it (``accepted``, ``reason``,
+        ``question``, ``similarity`` of the nearest candidate) for the request's metadata.
         """
         if not self.enabled:
             return None
         self.lookups += 1
         t0 = time.perf_counter()
         try:
-            match = await asyncio.wait_for(self._lookup(scope, text, nlp), timeout or self.config.lookup_timeout)
+            match = await asyncio.wait_for(self._lookup(scope, text, nlp, report), timeout or self.config.lookup_timeout)
         except TimeoutError:
             self.timeouts += 1
+            if report is not None:
+                report.update(accepted=False, reason="timeout")
             match = None
         except Exception as exc:  # noqa: BLE001 - fail open
             self.errors[type(exc).__name__] += 1
@@ -213,15 +218,17 @@ class SemanticCache:
             self.hit_seconds += time.perf_counter() - t0
         return match
 
-    async def _lookup(self, scope: str, text: str, nlp: Any) -> SemanticMatch | None:
+    async def _lookup(self, scope: str, text: str, nlp: Any, report: dict | None = None) -> SemanticMatch | None:
         assert self.index is not None
         vec = await self.embedder.embed(text)
         cands = await asyncio.to_thread(self.index.search, scope, vec, self.candidates)
         if cands:
             self.similarity_buckets[_bucket(cands[0].score)] += 1
-        return self.choose(text, cands, nlp)
+        return self.choose(text, cands, nlp, report)
 
-    def choose(self, text: str, cands: list[Candidate], nlp: Any = None) -> SemanticMatch | None:
+    def choose(
+        self, text: str, cands: list[Candidate], nlp: Any = None, report: dict | None = None
+    ) -> SemanticMatch | None:
         """Apply threshold, verifier and ambiguity rule to search results (sorted by score).
 
         Candidates within ``ambiguity_margin`` of the nearest one that the verifier accepts are
@@ -253,10 +260,11 @@ class SemanticCache:
                 continue
             accepted.append((c, verdict))
         if not accepted:
-            if first_reason:
-                self.rejections[first_reason] += 1
-            elif cands and cands[0].score < threshold:
-                self.rejections["below_threshold"] += 1
+            reason = first_reason or ("below_threshold" if cands and cands[0].score < threshold else "")
+            if reason:
+                self.rejections[reason] += 1
+            if report is not None and cands:
+                report.update(accepted=False, reason=reason, question=cands[0].question, similarity=min(1.0, cands[0].score))
             return None
         best, verdict = accepted[0]
         if len(accepted) > 1:
@@ -268,6 +276,8 @@ class SemanticCache:
             if ranked[0][0] - ranked[1][0] < margin:
                 # Two different entries fit about as well: don't guess.
                 self.rejections["ambiguous"] += 1
+                if report is not None:
+                    report.update(accepted=False, reason="ambiguous", question=best.question, similarity=min(1.0, best.score))
                 return None
             _, best, verdict = ranked[0]
         if self.index is not None:
@@ -382,7 +392,7 @@ class SemanticCache:
         """Apply other replicas' changes; after an outage, re-hydrate."""
         assert self.store is not None
         resync = False
-        while True:
+        while self._started:
             try:
                 if resync:
                     await self._hydrate_checked()
