@@ -123,35 +123,24 @@ class SemanticStore:
 
     async def put(self, entry_id: str, scope: str, question: str, vector: np.ndarray) -> bool:
         """Store an entry and announce it; False when Redis is down (nothing raised)."""
-        if not self.available:
-            self.skipped += 1
-            return False
         data = self._pack(scope, question, vector)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(self._key(entry_id), data, ex=int(self.entry_ttl) if self.entry_ttl else None)
-        pipe.xadd(
-            self.stream_key,
-            {"op": "add", "id": entry_id, "origin": self.instance_id, "data": data},
-            maxlen=self.stream_maxlen,
-            approximate=True,
-        )
-        try:
-            await self._call(pipe.execute())
-        except Exception:  # noqa: BLE001 - fail open
-            return False
-        self.writes += 1
-        return True
+        ttl = int(self.entry_ttl) if self.entry_ttl else None
+        return await self._write(entry_id, {"op": "add", "data": data}, lambda pipe: pipe.set(self._key(entry_id), data, ex=ttl))
 
     async def delete(self, entry_id: str) -> bool:
         """Remove an entry and announce it; False when Redis is down."""
+        return await self._write(entry_id, {"op": "del"}, lambda pipe: pipe.delete(self._key(entry_id)))
+
+    async def _write(self, entry_id: str, event: dict[str, Any], command: Any) -> bool:
+        """Run ``command`` on a pipeline and announce ``event`` on the change stream, in one round trip."""
         if not self.available:
             self.skipped += 1
             return False
         pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(self._key(entry_id))
+        command(pipe)
         pipe.xadd(
             self.stream_key,
-            {"op": "del", "id": entry_id, "origin": self.instance_id},
+            {**event, "id": entry_id, "origin": self.instance_id},
             maxlen=self.stream_maxlen,
             approximate=True,
         )
