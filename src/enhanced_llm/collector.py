@@ -66,6 +66,7 @@ class EnhancedRequestOutputCollector(RequestOutputCollector):
         self.metadata = metadata or OutputMetadata()
         self.observer = observer
         self.delivered = 0  #: outputs handed to the reader so far
+        self.first_put = asyncio.Event()  #: set when the engine (or the cache) put the first output
         self._gate: asyncio.Event | None = None
         self._sealed = False
         self._enrichment: list[asyncio.Task] = []
@@ -83,6 +84,7 @@ class EnhancedRequestOutputCollector(RequestOutputCollector):
     # -- producer side -----------------------------------------------------------------------
 
     def put(self, output: Any) -> None:
+        self.first_put.set()
         if self._sealed:  # answered from the semantic cache: the aborted engine request is ignored
             return
         if self.observer is not None:
@@ -97,6 +99,7 @@ class EnhancedRequestOutputCollector(RequestOutputCollector):
     def take_over(self, output: RequestOutput) -> None:
         """Replace the engine's stream by this finished output (a semantic hit before the first token)."""
         self._sealed = True
+        self.first_put.set()
         self.observer = None
         self.output = None
         self.metadata.finished_at = time.perf_counter()

@@ -352,13 +352,19 @@ class EnhancedAsyncLLM(AsyncLLM):
         key = plan.key
         text = key.question if key is not None else prompt_text(prompt)
         if text and self._enricher.active:
-            task = self._spawn(self._enricher.enrich(collector.metadata, text, key.scope if key else None))
+            task = self._spawn(self._enrich_after_first_output(collector, text, key.scope if key else None))
             collector.add_enrichment(task, self._enricher.timeout)
         if key is not None and key.question and plan.read and self._semantic_usable():
             collector.hold()
             prompt_info = self._prompt_of(collector.request_id)  # now, while the engine holds the request
             self._spawn(self._semantic_race(collector, key, request_id, kwargs, prompt_info))
         return collector
+
+    async def _enrich_after_first_output(self, collector: EnhancedRequestOutputCollector, text: str, scope: str | None) -> None:
+        """NLP and similarity search start once the first output exists: they share the frontend's
+        CPU (and the GIL) with tokenization and output processing, and must not delay the first token."""
+        await collector.first_put.wait()
+        await self._enricher.enrich(collector.metadata, text, scope)
 
     def _semantic_usable(self) -> bool:
         return (
