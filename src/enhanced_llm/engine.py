@@ -1,5 +1,9 @@
 """EnhancedAsyncLLM: vLLM's AsyncLLM with a response cache in front of the engine core.
 
+Neighbours: ``options`` (per-request control and the plan), ``answers`` (recording an
+answer, rebuilding outputs from it), ``enrichment`` (NLP and similarity search),
+``cache/`` and ``semantic/`` (the stores).
+
 Every request, from ``generate()`` or from vLLM's OpenAI server, reaches
 :meth:`EnhancedAsyncLLM.add_request`, which runs these steps:
 
@@ -21,17 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
-import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from cachetools import TTLCache
 
-from vllm.exceptions import VLLMValidationError
-from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.pooling_params import PoolingParams
 from vllm.sampling_params import SamplingParams
 from vllm.usage.usage_lib import UsageContext
@@ -39,7 +41,8 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.executor import Executor
 
-from .cache.entry import CachedCompletion, CacheEntry
+from .answers import AnswerRecorder, output_from_entry
+from .cache.entry import CacheEntry
 from .cache.keys import KeyBuilder, RequestKey, Uncacheable, model_fingerprint
 from .cache.redis_store import make_redis_client
 from .cache.singleflight import SingleFlight
@@ -48,67 +51,11 @@ from .collector import EnhancedOutput, EnhancedRequestOutputCollector
 from .config import CacheConfig, EngineArgsConfig, HandlerConfig, SimilarityConfig, VLLMConfig
 from .enrichment import Enricher, context_block, prompt_text
 from .metadata import OutputMetadata
+from .options import OPTIONS_KEY, CachePlan, RequestOptions
 
-__all__ = ["EnhancedAsyncLLM", "RequestOptions", "OPTIONS_KEY"]
+__all__ = ["EnhancedAsyncLLM", "RequestOptions", "OPTIONS_KEY"]  # the latter two re-exported from .options
 
 logger = logging.getLogger(__name__)
-
-#: The key of ``SamplingParams.extra_args`` that carries our per-request options.
-OPTIONS_KEY = "enhanced_llm"
-CacheMode = Literal["default", "bypass", "refresh", "no-store"]
-_CACHE_MODES = ("default", "bypass", "refresh", "no-store")
-_NORMAL_FINISH = ("stop", "length")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestOptions:
-    """Per-request control, from ``extra_args["enhanced_llm"]`` (vLLM's own extension point).
-
-    ``scope``: tenant; requests of different scopes never share cache entries.
-    ``cache``: ``"bypass"`` (no lookup, no store), ``"refresh"`` (no lookup, store the
-    new answer), ``"no-store"`` (lookup, never store), or ``"default"``.
-    """
-
-    scope: str = ""
-    cache: CacheMode = "default"
-
-    @classmethod
-    def from_params(cls, params: Any) -> RequestOptions:
-        extra = getattr(params, "extra_args", None) or {}
-        raw = extra.get(OPTIONS_KEY) if isinstance(extra, dict) else None
-        if raw is None:
-            return _DEFAULT_OPTIONS
-        if not isinstance(raw, dict):
-            raise VLLMValidationError(f"extra_args[{OPTIONS_KEY!r}] must be an object", parameter=OPTIONS_KEY, value=raw)
-        unknown = set(raw) - {"scope", "cache"}
-        if unknown:
-            raise VLLMValidationError(f"unknown {OPTIONS_KEY} option(s): {sorted(unknown)}", parameter=OPTIONS_KEY)
-        scope, cache = raw.get("scope") or "", raw.get("cache") or "default"
-        if not isinstance(scope, str) or len(scope) > 256:
-            raise VLLMValidationError("scope must be a string of at most 256 characters", parameter="scope", value=scope)
-        if cache not in _CACHE_MODES:
-            raise VLLMValidationError(f"cache must be one of {_CACHE_MODES}", parameter="cache", value=cache)
-        return cls(scope=scope, cache=cache)
-
-
-_DEFAULT_OPTIONS = RequestOptions()
-
-
-@dataclass(slots=True)
-class _Plan:
-    """What the cache will do with one request."""
-
-    key: RequestKey | None
-    options: RequestOptions
-    status: str
-
-    @property
-    def read(self) -> bool:
-        return self.key is not None and self.options.cache in ("default", "no-store")
-
-    @property
-    def store(self) -> bool:
-        return self.key is not None and self.options.cache in ("default", "refresh")
 
 
 @dataclass
@@ -346,7 +293,7 @@ class EnhancedAsyncLLM(AsyncLLM):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _beside_generation(
-        self, collector: EnhancedRequestOutputCollector, prompt: Any, plan: _Plan, request_id: str, kwargs: dict[str, Any]
+        self, collector: EnhancedRequestOutputCollector, prompt: Any, plan: CachePlan, request_id: str, kwargs: dict[str, Any]
     ) -> EnhancedRequestOutputCollector:
         """Step 4 and the enrichment: both run while the engine works; neither delays the hand-off."""
         key = plan.key
@@ -399,9 +346,9 @@ class EnhancedAsyncLLM(AsyncLLM):
             meta.cache_hit, meta.cache_source, meta.cache_status = True, "semantic", "semantic_hit"
             if self.cache_manager is not None:
                 self.cache_manager.stats.hits_semantic += 1
-            output = _output_from_entry(entry, request_id, kwargs.get("lora_request"), prompt, prompt_token_ids)
+            output = output_from_entry(entry, request_id, kwargs.get("lora_request"), prompt, prompt_token_ids)
             collector.take_over(output)
-            if isinstance(recorder, _AnswerRecorder):
+            if isinstance(recorder, AnswerRecorder):
                 recorder.resolve(entry)  # identical requests waiting on this one get the same answer
             self._count_saving(entry)
             await self.abort(engine_request_id, internal=True)
@@ -410,27 +357,27 @@ class EnhancedAsyncLLM(AsyncLLM):
         finally:
             collector.release()
 
-    def _plan(self, prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any]) -> _Plan:
+    def _plan(self, prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any]) -> CachePlan:
         """Step 1: options and keys. Bad options raise VLLMValidationError; nothing else raises."""
         options = RequestOptions.from_params(params)
         if self.cache_manager is None:
-            return _Plan(None, options, "disabled")
+            return CachePlan(None, options, "disabled")
         if options.cache == "bypass":
             self.cache_manager.stats.bypassed += 1
-            return _Plan(None, options, "bypass")
+            return CachePlan(None, options, "bypass")
         reason = self._uncacheable_reason(params, args)
         if reason is None:
             try:
                 key = self._keys.build(
                     prompt, params, tenant=options.scope, lora_request=kwargs.get("lora_request"), kwargs=kwargs
                 )
-                return _Plan(key, options, "miss" if options.cache == "default" else options.cache)
+                return CachePlan(key, options, "miss" if options.cache == "default" else options.cache)
             except Uncacheable as exc:
                 reason = exc.reason
             except Exception as exc:  # a key we cannot build is a pass-through, never an error
                 reason = f"key_error:{type(exc).__name__}"
         self.cache_manager.stats.uncacheable += 1
-        return _Plan(None, options, f"uncacheable:{reason}")
+        return CachePlan(None, options, f"uncacheable:{reason}")
 
     def _uncacheable_reason(self, params: SamplingParams, args: tuple) -> str | None:
         if args:
@@ -450,12 +397,12 @@ class EnhancedAsyncLLM(AsyncLLM):
         """Step 2 (hit): a collector holding the finished answer; the engine core is not touched."""
         meta.cache_hit, meta.cache_source, meta.cache_level, meta.cache_status = True, "exact", level, "hit"
         self._count_saving(entry)
-        output = _output_from_entry(entry, request_id, kwargs.get("lora_request"))
+        output = output_from_entry(entry, request_id, kwargs.get("lora_request"))
         return EnhancedRequestOutputCollector.finished_with(output, params.output_kind, _local_id(request_id, "cached"), meta)
 
     def _follow(
         self, leader: asyncio.Future, request_id: str, prompt: Any, params: SamplingParams,
-        args: tuple, kwargs: dict[str, Any], plan: _Plan, meta: OutputMetadata,
+        args: tuple, kwargs: dict[str, Any], plan: CachePlan, meta: OutputMetadata,
     ) -> EnhancedRequestOutputCollector:
         """Step 3: wait for an identical in-flight request instead of generating again."""
         collector = EnhancedRequestOutputCollector(params.output_kind, _local_id(request_id, "follow"), meta)
@@ -469,7 +416,7 @@ class EnhancedAsyncLLM(AsyncLLM):
 
     async def _await_leader(
         self, leader: asyncio.Future, collector: EnhancedRequestOutputCollector, request_id: str,
-        prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any], plan: _Plan,
+        prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any], plan: CachePlan,
     ) -> None:
         meta = collector.metadata
         try:
@@ -479,7 +426,7 @@ class EnhancedAsyncLLM(AsyncLLM):
                 self.cache_manager.stats.coalesced += 1
                 self._count_saving(entry)
                 meta.cache_hit, meta.cache_source, meta.coalesced, meta.cache_status = True, "exact", True, "coalesced"
-                collector.put(_output_from_entry(entry, request_id, kwargs.get("lora_request")))
+                collector.put(output_from_entry(entry, request_id, kwargs.get("lora_request")))
                 return
             # The leader ended without an answer (aborted or failed): generate ourselves.
             await self._hand_off(request_id, prompt, params, args, kwargs, plan, meta, collector=collector)
@@ -492,13 +439,14 @@ class EnhancedAsyncLLM(AsyncLLM):
 
     async def _hand_off(
         self, request_id: str, prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any],
-        plan: _Plan, meta: OutputMetadata, collector: EnhancedRequestOutputCollector | None = None,
+        plan: CachePlan, meta: OutputMetadata, collector: EnhancedRequestOutputCollector | None = None,
         flight: asyncio.Future | None = None,
     ) -> EnhancedRequestOutputCollector:
         """Step 5: the engine generates; a recorder stores the answer if it finishes normally."""
         recorder = None
         if plan.key is not None and (plan.store or flight is not None):
-            recorder = _AnswerRecorder(self, plan.key, params, flight, store=plan.store)
+            on_done = functools.partial(self._recorded, plan.key, flight, plan.store)
+            recorder = AnswerRecorder(plan.key, params, on_done, self.cache_config.max_entry_tokens)
         queue = await super().add_request(request_id, prompt, params, *args, **kwargs)
         if collector is None:
             collector = EnhancedRequestOutputCollector(params.output_kind, queue.request_id, meta)
@@ -530,8 +478,18 @@ class EnhancedAsyncLLM(AsyncLLM):
 
     # -- storing answers ---------------------------------------------------------------------------
 
+    def _recorded(
+        self, key: RequestKey, flight: asyncio.Future | None, store: bool, entry: CacheEntry | None, storable: bool
+    ) -> None:
+        """A recorder's verdict: store the answer (if this request may), and end its flight either way."""
+        if entry is None:
+            self._count_store_skipped()
+        elif store and storable:
+            self._store(entry)
+        self._land(key, flight, entry)
+
     def _store(self, entry: CacheEntry) -> None:
-        """Called by the recorder with a normally finished answer: exact cache, then the vector index."""
+        """A normally finished answer goes to the exact cache, then to the vector index."""
         if self.cache_manager is None or self._closed:
             return
         self.cache_manager.put(entry)
@@ -671,108 +629,3 @@ def _last_user_message(messages: Any) -> str | None:
         if isinstance(message, Mapping) and message.get("role") == "user" and isinstance(message.get("content"), str):
             return message["content"]
     return None
-
-
-def _output_from_entry(
-    entry: CacheEntry, request_id: str, lora_request: Any,
-    prompt: str | None = None, prompt_token_ids: list[int] | None = None,
-) -> RequestOutput:
-    """A finished ``RequestOutput`` equal to the one the engine produced.
-
-    A semantic hit passes this request's own prompt (the entry's is another question).
-    """
-    completions = [
-        CompletionOutput(
-            index=c.index, text=c.text, token_ids=list(c.token_ids), cumulative_logprob=c.cumulative_logprob,
-            logprobs=None, finish_reason=c.finish_reason, stop_reason=c.stop_reason, lora_request=lora_request,
-        )
-        for c in entry.completions
-    ]
-    if prompt_token_ids is None:
-        prompt, prompt_token_ids = entry.prompt, entry.prompt_token_ids
-    return RequestOutput(
-        request_id=request_id, prompt=prompt, prompt_token_ids=list(prompt_token_ids),
-        prompt_logprobs=None, outputs=completions, finished=True, lora_request=lora_request,
-        num_cached_tokens=len(prompt_token_ids),
-    )
-
-
-class _AnswerRecorder:
-    """Observes one engine request's outputs; stores the answer only if every choice ended normally."""
-
-    def __init__(
-        self, engine: EnhancedAsyncLLM, key: RequestKey, params: SamplingParams, flight: asyncio.Future | None, store: bool
-    ) -> None:
-        self._engine = engine
-        self._store = store
-        self._key = key
-        self._n = params.n
-        self._delta = params.output_kind.name == "DELTA"
-        self._flight = flight
-        self._started = time.perf_counter()
-        self._texts: dict[int, str] = {}
-        self._tokens: dict[int, list[int]] = {}
-        self._ends: dict[int, tuple[str | None, int | str | None, float | None]] = {}
-        self._prompt: str | None = None
-        self._prompt_token_ids: list[int] | None = None
-        self._done = False
-
-    def __call__(self, output: Any) -> None:
-        if self._done:
-            return
-        if not isinstance(output, RequestOutput):  # an exception: the request failed
-            self.abandon()
-            return
-        for c in output.outputs:
-            if self._delta:
-                self._texts[c.index] = self._texts.get(c.index, "") + c.text
-                self._tokens.setdefault(c.index, []).extend(c.token_ids)
-            else:  # cumulative or final-only: each output holds everything so far (copy: vLLM reuses lists)
-                self._texts[c.index] = c.text
-                self._tokens[c.index] = list(c.token_ids)
-            self._ends[c.index] = (c.finish_reason, c.stop_reason, c.cumulative_logprob)
-        if output.prompt_token_ids is not None:
-            self._prompt_token_ids = list(output.prompt_token_ids)
-        self._prompt = output.prompt if output.prompt is not None else self._prompt
-        if output.finished:
-            self._finish()
-
-    def _finish(self) -> None:
-        entry = self._entry()
-        self._done = True
-        if entry is not None and entry.num_output_tokens > self._engine.cache_config.max_entry_tokens:
-            entry = None
-        if entry is None:
-            self._engine._count_store_skipped()
-        elif self._store:
-            self._engine._store(entry)
-        self._land(entry)
-
-    def _entry(self) -> CacheEntry | None:
-        if len(self._ends) != self._n or self._prompt_token_ids is None:
-            return None
-        if any(reason not in _NORMAL_FINISH for reason, _, _ in self._ends.values()):
-            return None  # aborted, errored, or cut short: never cached
-        completions = [
-            CachedCompletion(i, self._texts[i], self._tokens[i], self._ends[i][2], self._ends[i][0], self._ends[i][1])  # type: ignore[arg-type]
-            for i in sorted(self._ends)
-        ]
-        return CacheEntry(
-            key=self._key.exact, scope=self._key.scope, prompt=self._prompt,
-            prompt_token_ids=self._prompt_token_ids, completions=completions, question=self._key.question,
-            generation_seconds=time.perf_counter() - self._started,
-        )
-
-    def abandon(self) -> None:
-        """The request ended without a storable answer."""
-        self._done = True
-        self._land(None)
-
-    def resolve(self, entry: CacheEntry) -> None:
-        """The request was answered from the semantic cache: nothing to store, waiters get ``entry``."""
-        self._done = True
-        self._land(entry)
-
-    def _land(self, entry: CacheEntry | None) -> None:
-        self._engine._land(self._key, self._flight, entry)
-        self._flight = None
