@@ -109,7 +109,7 @@ async def demo_cache(handler: Any, params: Any, semantic: bool) -> None:
     steps = [("first request", question), ("same request again", question), ("same again", question)]
     if semantic:
         await handler.llm.flush_cache_writes()
-        await asyncio.sleep(0.3)  # let the new entry reach the vector index
+        await asyncio.sleep(1.0)  # let the new entry reach the vector index (added in the background)
         steps.append(("paraphrase", question.replace("How do I reset", "How can I reset")))
     rows, times = [], {}
     for label, prompt in steps:
@@ -251,7 +251,9 @@ async def run(args: argparse.Namespace) -> None:
     print(f"model={args.model}  cache={cache_config.cache_type.value}  semantic={not args.no_semantic}  "
           f"nlp={not args.no_nlp}  max_tokens={max_tokens}  batch={batch}")
     t0 = time.perf_counter()
-    handler = await create_enhanced_system(vllm_config, cache_config, SimilarityConfig(), handler_config)
+    # A semantic lookup costs one MiniLM encode (20-35 ms on a busy 2-core CPU): give it room.
+    similarity_config = SimilarityConfig(lookup_timeout=0.25)
+    handler = await create_enhanced_system(vllm_config, cache_config, similarity_config, handler_config)
     try:
         await handler.start()
         print(f"engine and components ready in {time.perf_counter() - t0:.1f} s")
