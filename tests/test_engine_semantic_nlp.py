@@ -21,7 +21,9 @@ def rid() -> str:
     return uuid.uuid4().hex
 
 
-def greedy(max_tokens: int = 24, **kw) -> SamplingParams:
+def greedy(max_tokens: int = 128, **kw) -> SamplingParams:
+    """Long enough (~0.5 s on the tiny model) that a semantic lookup always finishes before the
+    engine's answer: when the engine finishes first, its own answer is served instead (by design)."""
     return SamplingParams(temperature=0.0, max_tokens=max_tokens, **kw)
 
 
@@ -48,12 +50,30 @@ async def _settle(llm):
     await llm.flush_cache_writes()
 
 
+async def _semantic_answer(llm, text, params, attempts=3):
+    """The answer to ``text``, retried a few times while it is not a semantic hit.
+
+    On these shared 2-core machines a lookup can, rarely, lose its race against the
+    engine (then the engine's own answer is served, by design); the test asks again
+    rather than fail on scheduling. A verifier or index bug never hits and still fails.
+    """
+    params = params.clone()
+    options = dict((params.extra_args or {}).get("enhanced_llm", {}), cache="no-store")  # a miss must not
+    params.extra_args = {**(params.extra_args or {}), "enhanced_llm": options}  # turn the retry into an exact hit
+    for _ in range(attempts):
+        res = await run(llm, text, params, rid())
+        if res.metadata["cache_source"] == "semantic":
+            return res
+        await _settle(llm)
+    return res
+
+
 async def test_paraphrase_is_a_verified_semantic_hit(smart_llm):
     original = await run(smart_llm, "How do I convert Celsius to Fahrenheit?", greedy(), rid())
     await _settle(smart_llm)
-    para = await run(smart_llm, "How can I convert Celsius into Fahrenheit?", greedy(), rid())
+    para = await _semantic_answer(smart_llm, "How can I convert Celsius into Fahrenheit?", greedy())
     meta = para.metadata
-    assert meta["cache_hit"] and meta["cache_source"] == "semantic"
+    assert meta["cache_hit"] and meta["cache_source"] == "semantic", (meta, smart_llm.similarity_helper.stats())
     assert 0.8 <= meta["similarity"] <= 1.0 and meta["verification"]["accepted"]
     assert para.texts == original.texts and para.token_ids == original.token_ids
     assert para.prompt_token_ids != original.prompt_token_ids  # its own prompt, the cached answer
@@ -87,8 +107,8 @@ async def test_no_semantic_hit_across_tenants_or_parameters(smart_llm):
     await run(smart_llm, "What are good exercises for back pain?", scoped("t1"), rid())
     await _settle(smart_llm)
     other_tenant = await run(smart_llm, "What are some good exercises for back pain?", scoped("t2"), rid())
-    other_params = await run(smart_llm, "What are some good exercises for back pain?", scoped("t1", max_tokens=25), rid())
-    same = await run(smart_llm, "What are some good exercises for back pain?", scoped("t1"), rid())
+    other_params = await run(smart_llm, "What are some good exercises for back pain?", scoped("t1", max_tokens=127), rid())
+    same = await _semantic_answer(smart_llm, "What are some good exercises for back pain?", scoped("t1"))
     assert not other_tenant.metadata["cache_hit"] and not other_params.metadata["cache_hit"]
     assert same.metadata["cache_source"] == "semantic"
     assert all(r["entry_id"] for r in (other_tenant.metadata["similar_results"] or []))

@@ -116,7 +116,11 @@ class Embedder:
                 device = self.device or _auto_device()
                 path = resolve_model_path(self.model_name)
                 log.info("loading embedding model %s (%s) on %s", self.model_name, path, device)
-                self._model = SentenceTransformer(path, device=device)
+                model = SentenceTransformer(path, device=device)
+                # The first forward pass allocates and is several times slower than the next
+                # ones: pay it here, not in the first request's lookup.
+                model.encode(["warm-up"], show_progress_bar=False)
+                self._model = model
         return self._model
 
     async def aload(self) -> Any:
