@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import CacheBackendError
 
-__all__ = ["RedisStore", "make_redis_client"]
+__all__ = ["RedisGuard", "RedisStore", "make_redis_client"]
 
 
 def make_redis_client(
@@ -33,6 +33,39 @@ def make_redis_client(
     return redis.Redis(host=host, port=port, db=db, password=password, **options)
 
 
+class RedisGuard:
+    """A per-call timeout and a circuit breaker, shared by every Redis user of the library.
+
+    ``call`` awaits one Redis command for at most ``timeout`` seconds; a failure is
+    counted, opens the circuit for ``retry_after`` seconds (``available`` is False, so
+    callers skip Redis) and is raised as :class:`CacheBackendError`.
+    """
+
+    def __init__(self, timeout: float, retry_after: float) -> None:
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self.errors = 0
+        self._down_until = 0.0
+
+    @property
+    def available(self) -> bool:
+        """False while the circuit is open after a recent failure."""
+        return time.monotonic() >= self._down_until
+
+    def close_circuit(self) -> None:
+        """Redis answered again (a health probe): stop skipping it."""
+        self._down_until = 0.0
+
+    async def call(self, awaitable: Any, timeout: float | None = None) -> Any:
+        try:
+            async with asyncio.timeout(timeout or self.timeout):
+                return await awaitable
+        except Exception as exc:  # redis errors, OSError, TimeoutError
+            self.errors += 1
+            self._down_until = time.monotonic() + self.retry_after
+            raise CacheBackendError(f"redis call failed: {type(exc).__name__}: {exc}") from exc
+
+
 class RedisStore:
     """Bytes in, bytes out, under ``{prefix}:entry:{key}``."""
 
@@ -40,17 +73,18 @@ class RedisStore:
         self.client = client
         self.prefix = prefix
         self.timeout = timeout
-        self.retry_after = retry_after
-        self.errors = 0
-        self._down_until = 0.0
+        self.guard = RedisGuard(timeout, retry_after)
 
     def entry_key(self, key: str) -> str:
         return f"{self.prefix}:entry:{key}"
 
     @property
     def available(self) -> bool:
-        """False while the circuit is open after a recent failure."""
-        return time.monotonic() >= self._down_until
+        return self.guard.available
+
+    @property
+    def errors(self) -> int:
+        return self.guard.errors
 
     async def get(self, key: str) -> bytes | None:
         return await self._call(self.client.get, self.entry_key(key))
@@ -69,7 +103,7 @@ class RedisStore:
                 await self.client.ping()
         except Exception:
             return False
-        self._down_until = 0.0
+        self.guard.close_circuit()
         return True
 
     async def close(self) -> None:
@@ -79,12 +113,6 @@ class RedisStore:
             pass
 
     async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        if not self.available:
+        if not self.guard.available:
             raise CacheBackendError("redis skipped: recent failure")
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await method(*args, **kwargs)
-        except Exception as exc:  # redis errors, OSError, TimeoutError
-            self.errors += 1
-            self._down_until = time.monotonic() + self.retry_after
-            raise CacheBackendError(f"redis call failed: {type(exc).__name__}: {exc}") from exc
+        return await self.guard.call(method(*args, **kwargs))

@@ -32,6 +32,9 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
+from ..cache.redis_store import RedisGuard
+from ..errors import CacheBackendError
+
 __all__ = ["StoredEntry", "SemanticStore"]
 
 log = logging.getLogger(__name__)
@@ -79,8 +82,7 @@ class SemanticStore:
         self.last_id = "0-0"
         self._enc = msgspec.msgpack.Encoder()
         self._dec = msgspec.msgpack.Decoder()
-        self._down_until = 0.0
-        self.errors = 0
+        self._guard = RedisGuard(timeout, retry_after)
         self.skipped = 0
         self.writes = 0
         self.hydrated = 0
@@ -94,18 +96,18 @@ class SemanticStore:
     @property
     def available(self) -> bool:
         """False while backing off after an error."""
-        return time.monotonic() >= self._down_until
+        return self._guard.available
+
+    @property
+    def errors(self) -> int:
+        return self._guard.errors
 
     async def _call(self, coro: Any, timeout: float | None = None) -> Any:
         """Await one Redis call with a timeout; failures are counted and start a back-off."""
         try:
-            return await asyncio.wait_for(coro, timeout or self.timeout)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.errors += 1
-            self._down_until = time.monotonic() + self.retry_after
-            log.warning("semantic store: redis call failed: %r", exc)
+            return await self._guard.call(coro, timeout)
+        except CacheBackendError as exc:
+            log.warning("semantic store: %s", exc)
             raise
 
     def _pack(self, scope: str, question: str, vector: np.ndarray) -> bytes:
