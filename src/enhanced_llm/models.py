@@ -58,12 +58,17 @@ PRESETS: dict[str, ModelPreset] = {
 }
 
 
-def models_home() -> Path:
-    """Where embedded models are built: ``$ENHANCED_LLM_HOME/models`` or ``~/.cache/enhanced_llm/models``."""
+def cache_home() -> Path:
+    """The library's files: ``$ENHANCED_LLM_HOME`` or ``~/.cache/enhanced_llm``."""
     root = os.environ.get("ENHANCED_LLM_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "enhanced_llm"
     )
-    return Path(root) / "models"
+    return Path(root)
+
+
+def models_home() -> Path:
+    """Where embedded models are built: ``cache_home() / "models"``."""
+    return cache_home() / "models"
 
 
 def resolve_model(model: str) -> str:

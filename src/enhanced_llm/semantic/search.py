@@ -104,6 +104,8 @@ class SemanticCache:
             device=config.embedding_device,
             batch_window_ms=config.batch_window_ms,
             max_batch_size=config.max_batch_size,
+            backend=getattr(config, "embedding_backend", "auto"),
+            threads=getattr(config, "embedding_threads", 1),
         )
         self.verifier = verifier or Verifier(
             text_info=self.embedder.text_info, min_coverage=getattr(config, "min_coverage", 0.9)
