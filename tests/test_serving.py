@@ -54,13 +54,18 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(redis_available, tmp_path_factory) -> Iterator[Server]:
     assert redis_available, "tests need Redis at 127.0.0.1:6379"
+    yield from _serve(tmp_path_factory)
+
+
+def _serve(tmp_path_factory, *extra_args: str) -> Iterator[Server]:
+    """Start ``enhanced-llm serve`` on the tiny model, wait until healthy, kill it afterwards."""
     port, prefix = _free_port(), unique_prefix("serving")
     log = tmp_path_factory.mktemp("serving") / "server.log"
     cmd = [
         sys.executable, "-m", "enhanced_llm.cli", "serve", MODEL,
         "--host", "127.0.0.1", "--port", str(port), "--api-key", API_KEY,
         "--kv-cache-memory-bytes", str(256 << 20), "--max-model-len", "512", "--enforce-eager",
-        "--cache-type", "multi", "--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "--cache-key-prefix", prefix,
+        "--cache-type", "multi", "--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "--cache-key-prefix", prefix, *extra_args,
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with open(log, "wb") as out:
@@ -223,6 +228,44 @@ def test_cache_modes_from_vllm_xargs(server):
     assert _chat(server, content)[0] == "MISS"
     assert _chat(server, content)[0] == "HIT"
     assert _chat(server, content, extra_body={"vllm_xargs": {"cache_mode": "refresh"}})[0] == "MISS"
+
+
+# -- semantic cache through the chat endpoint ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def semantic_server(redis_available, tmp_path_factory) -> Iterator[Server]:
+    assert redis_available, "tests need Redis at 127.0.0.1:6379"
+    yield from _serve(tmp_path_factory, "--enable-semantic-cache", "--similarity-threshold", "0.8")
+
+
+def test_chat_paraphrase_hits_only_within_the_same_conversation(semantic_server):
+    """vLLM renders the chat template; the cache compares the last user messages and keeps
+    conversations (here: system prompts) apart."""
+    system = {"role": "system", "content": "You are a helpful assistant. Answer concisely and accurately."}
+    no_store = {"vllm_xargs": {"enhanced_llm.cache": "no-store"}}  # a retry must not become an exact hit
+
+    def ask(messages, extra_body=None):
+        raw = semantic_server.client().chat.completions.with_raw_response.create(
+            model=MODEL, messages=messages, max_tokens=64, temperature=0, extra_body=extra_body,
+        )
+        return raw.headers, raw.parse().choices[0].message.content
+
+    def user(text):
+        return {"role": "user", "content": text}
+
+    headers, original = ask([system, user("How do I convert Celsius to Fahrenheit?")])
+    assert headers["x-cache"] == "MISS"
+    for _ in range(20):  # the question joins the index right after its answer is stored
+        headers, answer = ask([system, user("How can I convert Celsius into Fahrenheit?")], no_store)
+        if headers.get("x-cache-source") == "semantic":
+            break
+        time.sleep(0.25)
+    assert (headers["x-cache"], headers.get("x-cache-source")) == ("HIT", "semantic")
+    assert answer == original
+    other_system = {"role": "system", "content": "Answer in French."}
+    assert ask([other_system, user("How can I convert Celsius into Fahrenheit?")], no_store)[0]["x-cache"] == "MISS"
+    assert ask([system, user("Who wrote the play Hamlet?")], no_store)[0]["x-cache"] == "MISS"
 
 
 # -- errors and metrics ---------------------------------------------------------------------------

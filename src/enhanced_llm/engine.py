@@ -43,6 +43,7 @@ from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.executor import Executor
 
 from .answers import AnswerRecorder, output_from_entry
+from .cache.chat_turns import ChatLayout
 from .cache.entry import CacheEntry
 from .cache.keys import KeyBuilder, RequestKey, Uncacheable, model_fingerprint
 from .cache.redis_store import make_redis_client
@@ -182,7 +183,9 @@ class EnhancedAsyncLLM(AsyncLLM):
             from .nlp import AsyncNLPAnalyzer
 
             self.nlp_analyzer = AsyncNLPAnalyzer(self.handler_config.nlp)
-        self._keys = KeyBuilder(model_fingerprint(self.model_config), namespace=self.cache_config.key_prefix)
+        self._keys = KeyBuilder(
+            model_fingerprint(self.model_config), namespace=self.cache_config.key_prefix, chat_layout=self._chat_layout()
+        )
         self._flights = SingleFlight()
         self._followers: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
@@ -286,24 +289,34 @@ class EnhancedAsyncLLM(AsyncLLM):
     async def _prepare_prompt(self, prompt: Any, params: SamplingParams, kwargs: dict[str, Any], meta: OutputMetadata) -> Any:
         """Chat messages are rendered with the model's template; opt-in context enhancement is applied."""
         messages = prompt.get("messages") if isinstance(prompt, Mapping) and "messages" in prompt else None
-        text = _last_user_message(messages) if messages is not None else prompt_text(prompt)
+        rendered = self.render_chat(messages) if messages is not None else None
+        context, text = self._keys.split(rendered if rendered is not None else prompt_text(prompt))
+        if context is None and messages is not None:
+            text = _last_user_message(messages)
         added: list[dict[str, Any]] = []
         if text and self.handler_config.features.enable_context_enhancement:
             scope = self._keys.scope(
                 params, tenant=RequestOptions.from_params(params).scope,
-                lora_request=kwargs.get("lora_request"), kwargs=kwargs,
+                lora_request=kwargs.get("lora_request"), kwargs=kwargs, context=context,
             ).hex()
             added = await self._enricher.enhance(text, scope, self.cache_manager)
             meta.context_added = added
         if messages is not None:
             if added:
-                messages = [{"role": "system", "content": context_block(added).strip()}, *messages]
-            return self.render_chat(messages)
+                return self.render_chat([{"role": "system", "content": context_block(added).strip()}, *messages])
+            return rendered
         if added and isinstance(prompt, str):
             return context_block(added) + prompt
         if added:
             return {**prompt, "prompt": context_block(added) + prompt["prompt"]}
         return prompt
+
+    def _chat_layout(self) -> ChatLayout | None:
+        """Where the model's chat template puts the user's message (None without a template)."""
+        try:
+            return ChatLayout.from_tokenizer(self.renderer.tokenizer)
+        except Exception:  # noqa: BLE001 - no tokenizer (skip_tokenizer_init) or an odd one
+            return None
 
     def render_chat(self, messages: list[dict[str, Any]]) -> str:
         """Apply the model's chat template (with the generation prompt) to OpenAI-style messages."""
@@ -316,7 +329,7 @@ class EnhancedAsyncLLM(AsyncLLM):
     ) -> EnhancedRequestOutputCollector:
         """Step 4 and the enrichment: both run while the engine works; neither delays the hand-off."""
         key = plan.key
-        text = key.question if key is not None else prompt_text(prompt)
+        text = key.question if key is not None else self._keys.split(prompt_text(prompt))[1]
         if text and self._enricher.active:
             task = self._spawn(self._enrich_after_first_output(collector, text, key.scope if key else None))
             collector.add_enrichment(task, self._enricher.timeout)

@@ -14,7 +14,10 @@ would produce the same output. It hashes, in a canonical encoding:
 * the prompt: its text, or its token ids (a different namespace from text).
 
 The **scope key** is the same hash without the prompt: the semantic cache only
-compares questions that share it.
+compares questions that share it. For a prompt rendered with the model's chat
+template (see :mod:`.chat_turns`), the **question** is the last user message and
+the conversation before it joins the scope, so paraphrases only match within the
+same conversation (same system prompt, same earlier turns).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+
+from .chat_turns import ChatLayout
 
 __all__ = [
     "IGNORED_PARAMS",
@@ -62,9 +67,9 @@ class RequestKey:
     exact: str
     """Hex digest naming the answer (scope + prompt)."""
     scope: str
-    """Hex digest of everything but the prompt: the semantic cache's partition."""
+    """Hex digest of everything but the question: the semantic cache's partition."""
     question: str | None
-    """The prompt text when there is one (what the semantic cache and NLP look at)."""
+    """The prompt text, or a chat prompt's last user message (what the semantic cache and NLP look at)."""
 
 
 def model_fingerprint(model_config: Any) -> dict[str, Any]:
@@ -76,8 +81,9 @@ def model_fingerprint(model_config: Any) -> dict[str, Any]:
 class KeyBuilder:
     """Builds :class:`RequestKey` for one engine (its model fingerprint and namespace)."""
 
-    def __init__(self, fingerprint: Mapping[str, Any], namespace: str = "") -> None:
+    def __init__(self, fingerprint: Mapping[str, Any], namespace: str = "", chat_layout: ChatLayout | None = None) -> None:
         self._base = _encoder.encode({"model": dict(fingerprint), "namespace": namespace})
+        self.chat_layout = chat_layout
 
     def build(
         self,
@@ -89,15 +95,24 @@ class KeyBuilder:
         kwargs: Mapping[str, Any] | None = None,
     ) -> RequestKey:
         """Return the keys, or raise :class:`Uncacheable` with the reason."""
-        kind, body, question = _canonical_prompt(prompt)
+        kind, body, text = _canonical_prompt(prompt)
         scope = self.scope(params, tenant=tenant, lora_request=lora_request, kwargs=kwargs)
         exact = hashlib.blake2b(scope + kind + body, digest_size=16).hexdigest()
-        return RequestKey(exact=exact, scope=scope.hex(), question=question)
+        context, question = self.split(text)
+        return RequestKey(exact=exact, scope=_with_context(scope, context).hex(), question=question)
+
+    def split(self, text: str | None) -> tuple[str | None, str | None]:
+        """``(context, question)``: a rendered chat prompt's conversation and last user message,
+        or ``(None, text)`` for any other prompt."""
+        parts = self.chat_layout.split(text) if self.chat_layout is not None and text else None
+        return parts if parts is not None else (None, text)
 
     def scope(
-        self, params: Any, *, tenant: str = "", lora_request: Any = None, kwargs: Mapping[str, Any] | None = None
+        self, params: Any, *, tenant: str = "", lora_request: Any = None, kwargs: Mapping[str, Any] | None = None,
+        context: str | None = None,
     ) -> bytes:
-        """The scope digest: everything that decides the answer except the prompt."""
+        """The scope digest: everything that decides the answer except the prompt (or, with a chat
+        ``context``, except the last user message)."""
         scope_doc = {
             "params": _canonical_params(params),
             "lora": _canonical_lora(lora_request),
@@ -108,7 +123,14 @@ class KeyBuilder:
             scope_bytes = self._base + _encoder.encode(scope_doc)
         except (TypeError, msgspec.EncodeError) as exc:
             raise Uncacheable("unhashable_params") from exc
-        return hashlib.blake2b(scope_bytes, digest_size=16).digest()
+        return _with_context(hashlib.blake2b(scope_bytes, digest_size=16).digest(), context)
+
+
+def _with_context(scope: bytes, context: str | None) -> bytes:
+    """``scope`` narrowed to one chat conversation (``context=None``: a plain prompt, unchanged)."""
+    if context is None:
+        return scope
+    return hashlib.blake2b(scope + b"chat-context:" + _text_bytes(context), digest_size=16).digest()
 
 
 def _canonical_prompt(prompt: Any) -> tuple[bytes, bytes, str | None]:
