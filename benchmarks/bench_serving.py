@@ -1,7 +1,9 @@
 """Serving throughput: plain ``vllm serve`` vs ``enhanced-llm serve``, with vLLM's own load generator.
 
 Both servers run the ``bench`` embedded model with the same vLLM options, one at a
-time (plain first). Against each, ``vllm.benchmarks.serve`` (the code behind
+time, for ``--rounds`` rounds whose order alternates (plain first, then enhanced
+first, ...), so that whatever the machine does over time hits both alike; the
+ratios are medians of the per-round ratios. Against each, ``vllm.benchmarks.serve`` (the code behind
 ``vllm bench serve``, whose console command does not run with the CPU build) sends
 the same workloads through ``/v1/completions``, greedy, ``ignore_eos``:
 
@@ -25,6 +27,7 @@ import os
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,7 +153,7 @@ def cache_counters(port: int) -> dict[str, float]:
 
 
 def bench_server(kind: str, model_path: str, workloads: dict[str, list[str]], workdir: Path,
-                 args: argparse.Namespace) -> dict[str, Any]:
+                 args: argparse.Namespace, tag: str) -> dict[str, Any]:
     port = free_port()
     common = ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", SERVED_NAME,
               "--kv-cache-memory-bytes", str(args.kv_cache_bytes), "--max-model-len", "1024",
@@ -167,9 +170,9 @@ def bench_server(kind: str, model_path: str, workloads: dict[str, list[str]], wo
         out["startup_s"] = round(server.wait_healthy(args.start_timeout), 1)
         warm_up(port, args.output_len)
         for name, prompts in workloads.items():
-            salted = [f"{kind} {p}" for p in prompts]  # fresh prompts per server: nothing cached before the run
-            dataset = write_dataset(salted, workdir, f"{kind}-{name}")
-            print(f"[bench_serving] {kind} {name} ...", file=sys.stderr, flush=True)
+            salted = [f"{kind} {tag} {p}" for p in prompts]  # fresh prompts per server and round: nothing cached before
+            dataset = write_dataset(salted, workdir, f"{kind}-{tag}-{name}")
+            print(f"[bench_serving] {tag} {kind} {name} ...", file=sys.stderr, flush=True)
             out[name] = run_load(port, model_path, dataset, args)
             if kind == "enhanced":
                 out[name]["cache_after"] = cache_counters(port)
@@ -195,6 +198,25 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
 
+def round_ratios(results: dict[str, dict[str, Any]], workloads: dict[str, list[str]]) -> dict[str, dict[str, float | None]]:
+    """Enhanced over plain, per workload, for one round."""
+    mine, plain = results["enhanced"], results["plain"]
+    return {
+        name: {
+            "request_throughput": ratio(mine[name]["request_throughput"], plain[name]["request_throughput"]),
+            "output_throughput": ratio(mine[name]["output_throughput"], plain[name]["output_throughput"]),
+            "p50_ttft": ratio(mine[name]["p50_ttft_ms"], plain[name]["p50_ttft_ms"]),
+            "p99_ttft": ratio(mine[name]["p99_ttft_ms"], plain[name]["p99_ttft_ms"]),
+        }
+        for name in workloads
+    }
+
+
+def median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-prompts", type=int, default=128)
@@ -205,7 +227,8 @@ def main() -> None:
     parser.add_argument("--cache-type", choices=["memory", "redis", "multi"], default="multi")
     parser.add_argument("--kv-cache-bytes", type=int, default=1 << 30)
     parser.add_argument("--start-timeout", type=float, default=300)
-    parser.add_argument("--servers", default="plain,enhanced", help="which servers to run, in order")
+    parser.add_argument("--servers", default="plain,enhanced", help="which servers to run, in the first round's order")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds; the order of the servers alternates")
     args = parser.parse_args()
 
     model_path = resolve_model(SERVED_NAME)
@@ -221,17 +244,20 @@ def main() -> None:
             name: round(1 - len(set(p)) / len(p), 3) for name, p in workloads.items()
         },
     }
+    kinds = args.servers.split(",")
+    rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
-        for kind in args.servers.split(","):
-            report[kind] = bench_server(kind, model_path, workloads, Path(tmp), args)
-    if "plain" in report and "enhanced" in report:
+        for r in range(args.rounds):
+            order = kinds if r % 2 == 0 else kinds[::-1]
+            results = {kind: bench_server(kind, model_path, workloads, Path(tmp), args, f"r{r}") for kind in order}
+            rounds.append({"order": order, **results})
+            if "plain" in results and "enhanced" in results:
+                rounds[-1]["ratios_enhanced_over_plain"] = round_ratios(results, workloads)
+    report["rounds"] = rounds
+    per_round = [r["ratios_enhanced_over_plain"] for r in rounds if "ratios_enhanced_over_plain" in r]
+    if per_round:
         report["ratios_enhanced_over_plain"] = {
-            name: {
-                "request_throughput": ratio(report["enhanced"][name]["request_throughput"], report["plain"][name]["request_throughput"]),
-                "output_throughput": ratio(report["enhanced"][name]["output_throughput"], report["plain"][name]["output_throughput"]),
-                "p50_ttft": ratio(report["enhanced"][name]["p50_ttft_ms"], report["plain"][name]["p50_ttft_ms"]),
-                "p99_ttft": ratio(report["enhanced"][name]["p99_ttft_ms"], report["plain"][name]["p99_ttft_ms"]),
-            }
+            name: {metric: median([r[name][metric] for r in per_round]) for metric in per_round[0][name]}
             for name in workloads
         }
         report["targets"] = {
