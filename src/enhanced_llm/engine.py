@@ -13,8 +13,7 @@ Every request, from ``generate()`` or from vLLM's OpenAI server, reaches
                   collector already holding the finished answer.
 3. **coalesce** - an identical request already running? Wait for its answer.
 4. **semantic** - (when configured) a verified paraphrase answers from the cache;
-                  the lookup starts before Redis and races the engine, so a
-                  miss costs nothing.
+                  the lookup races the engine, so a miss costs nothing.
 5. **hand off** - ``AsyncLLM.add_request``; the collector records the outputs and
                   stores the answer when (and only when) it finished normally.
 
@@ -75,19 +74,6 @@ class _Enhancements:
         if other is None:
             return self
         return _Enhancements(**{k: getattr(self, k) if getattr(self, k) is not None else getattr(other, k) for k in vars(self)})
-
-
-@dataclass(frozen=True)
-class _Lookup:
-    """A semantic lookup under way: the task (a SemanticMatch or None) and, on a refusal, why."""
-
-    task: asyncio.Task
-    refusal: dict[str, Any]
-
-
-def _cancel(lookup: _Lookup | None) -> None:
-    if lookup is not None:
-        lookup.task.cancel()
 
 
 # Set by the from_* constructors so that vLLM's own classmethods, which call
@@ -270,21 +256,17 @@ class EnhancedAsyncLLM(AsyncLLM):
                 return self._follow(leader, request_id, prompt, params, args, kwargs, plan, meta)
         # From here on this request leads: identical requests arriving now wait for it.
         flight = self._flights.lead(key.exact) if self._flights.join(key.exact) is None else None
-        # Step 4's lookup starts now: its embedding runs in a worker thread beside Redis and the hand-off.
-        lookup = self._start_lookup(key) if plan.read else None
         try:
             if plan.read:
                 if (entry := await cache.get_redis(key.exact)) is not None:
                     self._land(key, flight, entry)
-                    _cancel(lookup)
                     return self._answer_from_cache(request_id, params, kwargs, entry, "redis", meta)
                 cache.count_miss()
             collector = await self._hand_off(request_id, prompt, params, args, kwargs, plan, meta, flight=flight)
         except BaseException:
             self._land(key, flight, None)
-            _cancel(lookup)
             raise
-        return self._beside_generation(collector, prompt, plan, request_id, kwargs, lookup)
+        return self._beside_generation(collector, prompt, plan, request_id, kwargs)
 
     async def _prepare_prompt(self, prompt: Any, params: SamplingParams, kwargs: dict[str, Any], meta: OutputMetadata) -> Any:
         """Chat messages are rendered with the model's template; opt-in context enhancement is applied."""
@@ -324,8 +306,7 @@ class EnhancedAsyncLLM(AsyncLLM):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _beside_generation(
-        self, collector: EnhancedRequestOutputCollector, prompt: Any, plan: CachePlan, request_id: str,
-        kwargs: dict[str, Any], lookup: _Lookup | None = None,
+        self, collector: EnhancedRequestOutputCollector, prompt: Any, plan: CachePlan, request_id: str, kwargs: dict[str, Any]
     ) -> EnhancedRequestOutputCollector:
         """Step 4 and the enrichment: both run while the engine works; neither delays the hand-off."""
         key = plan.key
@@ -333,18 +314,11 @@ class EnhancedAsyncLLM(AsyncLLM):
         if text and self._enricher.active:
             task = self._spawn(self._enrich_after_first_output(collector, text, key.scope if key else None))
             collector.add_enrichment(task, self._enricher.timeout)
-        if lookup is not None:
+        if key is not None and key.question and plan.read and self._semantic_usable():
             collector.hold()
             prompt_info = self._prompt_of(collector.request_id)  # now, while the engine holds the request
-            self._spawn(self._semantic_race(collector, lookup, request_id, kwargs, prompt_info))
+            self._spawn(self._semantic_race(collector, key, request_id, kwargs, prompt_info))
         return collector
-
-    def _start_lookup(self, key: RequestKey) -> _Lookup | None:
-        """Begin the semantic lookup of ``key``'s question, when the semantic cache is usable."""
-        if not key.question or not self._semantic_usable():
-            return None
-        refusal: dict[str, Any] = {}
-        return _Lookup(self._spawn(self.similarity_helper.lookup(key.scope, key.question, report=refusal)), refusal)
 
     async def _enrich_after_first_output(self, collector: EnhancedRequestOutputCollector, text: str, scope: str | None) -> None:
         """NLP and similarity search start once the first output exists: they share the frontend's
@@ -360,16 +334,17 @@ class EnhancedAsyncLLM(AsyncLLM):
         )
 
     async def _semantic_race(
-        self, collector: EnhancedRequestOutputCollector, lookup: _Lookup, request_id: str, kwargs: dict[str, Any],
+        self, collector: EnhancedRequestOutputCollector, key: RequestKey, request_id: str, kwargs: dict[str, Any],
         prompt_info: tuple[str | None, list[int] | None],
     ) -> None:
         """Step 4: a verified paraphrase answers, if found before the engine's first output is delivered."""
         meta = collector.metadata
         try:
-            match = await lookup.task
+            refusal: dict[str, Any] = {}
+            match = await self.similarity_helper.lookup(key.scope, key.question, report=refusal)
             if match is None:
-                if lookup.refusal:  # the verifier's (or the ambiguity rule's) decision, for the metadata
-                    meta.verification, meta.similarity = lookup.refusal, lookup.refusal.get("similarity")
+                if refusal:  # the verifier's (or the ambiguity rule's) decision, for the metadata
+                    meta.verification, meta.similarity = refusal, refusal.get("similarity")
                 return
             meta.similarity = match.similarity
             meta.verification = {"accepted": match.verdict.accepted, "reason": match.verdict.reason, "question": match.question}
