@@ -308,7 +308,10 @@ class EnhancedAsyncLLM(AsyncLLM):
     def _beside_generation(
         self, collector: EnhancedRequestOutputCollector, prompt: Any, plan: CachePlan, request_id: str, kwargs: dict[str, Any]
     ) -> EnhancedRequestOutputCollector:
-        """Step 4 and the enrichment: both run while the engine works; neither delays the hand-off."""
+        """Step 4 and the enrichment: both run while the engine works; neither delays the hand-off.
+
+        The lookup starts only now: started before the hand-off, its embedding competed with the
+        hand-off for the frontend's core and added ~2 ms to every miss's TTFT (measured)."""
         key = plan.key
         text = key.question if key is not None else self._keys.split(prompt_text(prompt))[1]
         if text and self._enricher.active:
