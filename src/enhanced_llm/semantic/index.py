@@ -21,6 +21,13 @@ answer) and keeps the question text, so a match can be verified and served.
                        (tens of minutes for 1M on 2 cores) and no deletion.
   ``"flat"``           never approximate (exact; ~20 ms per query at 100k).
 
+* **Rebuilds off the lock.** Switching a scope to the approximate index and
+  re-training IVF take seconds to tens of seconds for large scopes. They run
+  in a background thread on a snapshot of the scope's vectors while searches
+  and writes go on against the old index; additions and removals made
+  meanwhile are replayed onto the new index before it replaces the old one.
+  (Peak memory during a rebuild: the old index, the snapshot and the new one.)
+  ``background_rebuild=False`` rebuilds inline instead.
 * **Removal.** A removed id leaves the id map at once (it is never returned
   again) and searches ask FAISS to skip it (an ``IDSelectorNot`` in the search
   parameters). When such tombstones exceed a quarter of a scope (and at least
@@ -39,7 +46,9 @@ than it saves for one vector.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -51,6 +60,8 @@ from enhanced_llm.errors import MissingDependencyError
 __all__ = ["Candidate", "VectorIndex"]
 
 EvictCallback = Callable[[list[str]], None]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +90,15 @@ class _Scope:
     params: Any = None  # cached SearchParameters that skip the tombstones
     kind: str = "flat"  # "flat", "hnsw" or "ivf"
     trained_for: int = 0  # IVF: live entries when its cells were trained
+    rebuild: _Rebuild | None = None  # a background rebuild under way
+
+
+@dataclass(slots=True)
+class _Rebuild:
+    """What happened to a scope since its background rebuild took its snapshot."""
+
+    dead_before: set[int]  # tombstones already left out of the snapshot
+    added: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (ids, vectors) to replay
 
 
 def _faiss() -> Any:
@@ -104,6 +124,7 @@ class VectorIndex:
         hnsw_m: int = 16,
         ef_construction: int = 40,
         ef_search: int = 64,
+        background_rebuild: bool = True,
     ) -> None:
         if index_type not in ("ivf", "hnsw", "flat"):
             raise ValueError(f"index_type must be 'ivf', 'hnsw' or 'flat', not {index_type!r}")
@@ -117,7 +138,9 @@ class VectorIndex:
         self.hnsw_m = hnsw_m
         self.ef_construction = ef_construction
         self.ef_search = ef_search
+        self.background_rebuild = background_rebuild
         self._lock = threading.RLock()
+        self._rebuilders: set[threading.Thread] = set()
         self._scopes: dict[str, _Scope] = {}
         self._entries: OrderedDict[int, _Entry] = OrderedDict()  # LRU order, oldest first
         self._by_entry_id: dict[str, int] = {}
@@ -147,14 +170,16 @@ class VectorIndex:
             if sc is None:
                 sc = self._scopes[scope] = _Scope(index=self._new_index("flat"))
             sc.index.add_with_ids(vectors, ids)
+            if sc.rebuild is not None:
+                sc.rebuild.added.append((ids, vectors))
             sc.live += len(items)
             for i, (entry_id, question) in zip(ids.tolist(), items):
                 self._entries[i] = _Entry(entry_id, question, scope)
                 self._by_entry_id[entry_id] = i
             if self.index_type != "flat" and not sc.approximate and sc.live > self.approximate_after:
-                self._rebuild(sc, approximate=True)
+                self._start_rebuild(scope, sc)
             elif sc.kind == "ivf" and sc.live > 4 * sc.trained_for:
-                self._rebuild(sc, approximate=True)  # re-train: cells grew 4x
+                self._start_rebuild(scope, sc)  # re-train: cells grew 4x
             evicted = self._evict_locked()
         if evicted and self.on_evict is not None:
             self.on_evict(evicted)
@@ -170,6 +195,20 @@ class VectorIndex:
             i = self._by_entry_id.get(entry_id)
             if i is not None:
                 self._entries.move_to_end(i)
+
+    def wait_for_rebuilds(self, timeout: float | None = None) -> bool:
+        """Wait until no background rebuild runs; False when ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                threads = list(self._rebuilders)
+            if not threads:
+                return True
+            for t in threads:
+                t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                with self._lock:
+                    return not self._rebuilders
 
     def clear(self) -> None:
         with self._lock:
@@ -304,7 +343,51 @@ class VectorIndex:
         self.evictions += len(evicted)
         return evicted
 
+    def _start_rebuild(self, name: str, sc: _Scope) -> None:
+        """Rebuild ``sc`` as the approximate index: in a background thread, or inline."""
+        if sc.rebuild is not None:
+            return  # one at a time; the next write re-checks the need
+        if not self.background_rebuild:
+            self._rebuild(sc, approximate=True)
+            return
+        ids, vectors = self._live_vectors(sc)
+        sc.rebuild = _Rebuild(dead_before=set(sc.dead))
+        thread = threading.Thread(
+            target=self._rebuild_in_background, args=(name, sc, ids, vectors), name=f"faiss-rebuild-{name[:8]}", daemon=True
+        )
+        self._rebuilders.add(thread)
+        thread.start()
+
+    def _rebuild_in_background(self, name: str, sc: _Scope, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Build the new index off the lock, then replay what changed meanwhile and swap it in."""
+        try:
+            kind = self.index_type if len(ids) >= 2 else "flat"
+            try:
+                new = self._new_index(kind, train=vectors if kind == "ivf" else None)
+                new.add_with_ids(vectors, ids)
+            except Exception:  # noqa: BLE001 - keep the old index
+                log.exception("rebuilding a vector index scope failed; it stays as it was")
+                with self._lock:
+                    sc.rebuild = None
+                return
+            del vectors
+            with self._lock:
+                work, sc.rebuild = sc.rebuild, None
+                if self._scopes.get(name) is not sc or work is None:
+                    return  # the scope was emptied or cleared meanwhile
+                for added_ids, added in work.added:
+                    new.add_with_ids(added, added_ids)
+                sc.index, sc.approximate, sc.kind, sc.params = new, kind != "flat", kind, None
+                sc.dead = sc.dead - work.dead_before  # removed meanwhile: still in the new index
+                sc.trained_for = len(ids) if kind == "ivf" else 0
+                self.rebuilds += 1
+        finally:
+            with self._lock:
+                self._rebuilders.discard(threading.current_thread())
+
     def _compact(self, sc: _Scope) -> None:
+        if sc.rebuild is not None:
+            return  # the swap keeps these tombstones; a removal after it compacts
         if (sc.kind == "flat" or sc.kind == "ivf") and sc.live >= self.approximate_after // 2:
             sc.index.remove_ids(np.fromiter(sc.dead, dtype=np.int64, count=len(sc.dead)))
             sc.dead.clear()
