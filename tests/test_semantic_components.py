@@ -158,6 +158,7 @@ def test_index_approximate_search_removal_and_retraining(index_type):
     ix = VectorIndex(32, max_entries=10_000, approximate_after=200, index_type=index_type, nprobe=8)
     x = _unit(3000, d=32, seed=1)
     ix.add_many("s", [(f"e{i}", f"q{i}") for i in range(300)], x[:300])
+    assert ix.wait_for_rebuilds(timeout=60)
     sc = ix._scopes["s"]
     assert sc.approximate and sc.kind == index_type
     assert ix.search("s", x[7], 1)[0].entry_id == "e7"
@@ -166,6 +167,7 @@ def test_index_approximate_search_removal_and_retraining(index_type):
     assert all(c.entry_id != "e7" for c in ix.search("s", x[7], 20))
     assert ix.search("s", x[150], 1)[0].entry_id == "e150" and len(ix) == 200
     ix.add_many("s", [(f"e{i}", f"q{i}") for i in range(300, 3000)], x[300:])  # IVF re-trains as it grows
+    assert ix.wait_for_rebuilds(timeout=60)
     assert ix.search("s", x[2500], 1)[0].entry_id == "e2500"
     if index_type == "ivf":
         assert ix._scopes["s"].trained_for >= 2000
@@ -211,7 +213,9 @@ async def test_embedding_failure_fails_open(model, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("model crashed")
 
-    monkeypatch.setattr(model, "encode", boom)
+    monkeypatch.setattr(model, "encode", boom)  # the torch path
+    if sc.embedder._onnx is not None:  # and the ONNX Runtime path, when it is the one in use
+        monkeypatch.setattr(sc.embedder._onnx, "encode", boom)
     assert await sc.lookup("s", "a question never embedded before") is None
     assert not await sc.add("s", "another new question", "k2")
     st = sc.stats()
