@@ -63,6 +63,10 @@ async def redis_or_skip():
         ("Which foods contain gluten?", "Which foods do not contain gluten?", "negation_mismatch"),
         ("Recipes with eggs", "Recipes without eggs", "negation_mismatch"),
         ("What's new in Python 3.12?", "What's new in Python 3.11?", "number_mismatch"),
+        # "one" before a unit is a quantity.
+        ("Why is my period four days late?", "Why is my period one day late?", "number_mismatch"),
+        ("Who won the first presidential debate?", "Who won the second presidential debate?", "ordinal_mismatch"),
+        ("Why is my period three days late?", "Why is my period 3 weeks late?", "unit_mismatch"),
     ],
 )
 def test_verifier_rejects_near_misses(a, b, reason):
@@ -89,6 +93,26 @@ def test_verifier_unrepresentable_and_paraphrase(model):
         ("Convert Celsius to Fahrenheit", "Convert Celsius into Fahrenheit"),
         ("Can it load not only audio but also images?", "Can it load audio and images?"),
         ("Huggingface.js has TS types.", "Hugging Face.js has TypeScript types."),
+        # Lower-case alternatives, dotted abbreviations and capitalised function words are not names.
+        (
+            "It checks the downloaded/processed data (checksums/size).",
+            "It checks the acquired/processed data (checksums/size).",
+        ),
+        (
+            "A BuilderConfig holds attributes such as features and a URL to the files.",
+            "A BuilderConfig holds attributes, e.g. features and the location of the files.",
+        ),
+        ("Can I see every tweet of a Twitter user?", "Can I see ALL the tweets of a user?"),
+        # "not as X" compares; it negates X, not "as", and agrees with "less X".
+        (
+            "Shuffling is exact for Dataset and fast but approximate for IterableDataset.",
+            "Shuffling is exact for Dataset, fast but not as accurate for IterableDataset.",
+        ),
+        ("Is IterableDataset shuffling fast but less exact?", "Is IterableDataset shuffling fast but not as exact?"),
+        # An ordinal in digits and in words agree; "at first" and "a second" are no ordinals.
+        ("Who won the 2nd presidential debate?", "Who won the second presidential debate?"),
+        ("What changed after the first week?", "At first I liked it; what changed after the first week?"),
+        ("Can I lose 5 kg in 2 weeks?", "Is it possible to lose 5 kg in two weeks?"),
     ],
 )
 def test_verifier_accepts_paraphrases(a, b):
@@ -110,6 +134,44 @@ def test_choose_ranks_near_ties_and_refuses_conflicts(model):
     near = [Candidate("a", "How do I reset my password?", 0.95), Candidate("b", "Where is the settings page?", 0.945)]
     m = sc.choose(q, near)
     assert m is not None and m.entry_id == "a"
+
+
+def test_verifier_keeps_real_differences_after_the_name_fixes():
+    v = Verifier()
+    assert v.verify("What is the capital of the U.S.?", "What is the capital of France?").reason == "entity_mismatch"
+    assert v.verify("Is it safe to use UDP here?", "Is it safe to use TCP/IP here?").reason == "entity_mismatch"
+    assert v.verify("Is shuffling not as exact?", "Is shuffling as exact?").reason == "negation_mismatch"
+    assert v.verify("What are 2 ways to cook rice?", "What is the second way to cook rice?").reason == "number_mismatch"
+
+
+def test_same_question_compares_content_words():
+    v = Verifier()
+    assert v.same_question("How much sleep is required?", "How much sleep does one require?")
+    assert v.same_question("How do I lose 10 kg?", "How can I lose 20 kg?")  # numbers are checked by verify()
+    assert not v.same_question("How do I reset my password?", "How do I change my password?")
+
+
+def test_choose_refuses_one_question_stored_twice(model):
+    from enhanced_llm.semantic.index import Candidate
+
+    sc = make_cache(model)
+    q = "How much sleep is needed?"
+    # Beyond the ambiguity margin, but the runner-up is the same question (same content words)
+    # stored under another answer: the cache holds two answers to one question.
+    twice = [Candidate("a", "How much sleep is required?", 0.97), Candidate("b", "How much sleep does one require?", 0.86)]
+    report: dict = {}
+    assert sc.choose(q, twice, report=report) is None
+    assert sc.rejections["duplicate_entries"] == 1 and report["reason"] == "duplicate_entries"
+    # A runner-up asking something else does not block the best one.
+    other = [Candidate("a", "How much sleep is required?", 0.97), Candidate("b", "How much sleep do cats need?", 0.86)]
+    assert sc.choose(q, other).entry_id == "a"
+    # Nor does one the verifier rejects (same words, another number).
+    q2 = "How can I lose 10 kg?"
+    kg = [Candidate("a", "How do I lose 10 kg?", 0.97), Candidate("b", "How do I lose 20 kg?", 0.90)]
+    assert sc.choose(q2, kg).entry_id == "a"
+    # Below the threshold it is not a candidate at all.
+    low = [Candidate("a", "How much sleep is required?", 0.97), Candidate("b", "How much sleep does one require?", 0.7)]
+    assert sc.choose(q, low).entry_id == "a"
 
 
 def test_verifier_uses_nlp_results():

@@ -18,7 +18,10 @@ when Redis is configured, the :class:`~.store.SemanticStore`:
   were picked by a small sweep on GPTCache's mock data and the first 10k QQP
   pairs and checked on QQP pairs 20,000-29,999 (see benchmarks/).
 * Two stored questions with the same text and different entry ids always tie:
-  the cache holds two answers to one question and serves neither. (A cache
+  the cache holds two answers to one question and serves neither. The same
+  holds for two stored questions with the same content words (only function
+  words, inflection or order differ) that both pass the verifier
+  ("duplicate_entries"): it costs a hit, never serves a wrong answer. (A cache
   keyed by prompt cannot normally hold that; GPTCache's mock data does, and
   its protocol counts only one of the two ids as correct.)
 * ``config.min_coverage`` goes to the verifier; ``config.index_type``
@@ -238,6 +241,10 @@ class SemanticCache:
         if the two best still lie within the margin of each other, nothing is served. Two stored
         questions with the same text but different answers (entry ids) therefore always tie:
         the cache holds conflicting answers to one question and does not guess between them.
+        The same holds beyond the margin: if another stored question at or above the threshold
+        uses the same content words as the chosen one (``Verifier.same_question``: only function
+        words, inflection or word order differ) and the verifier accepts it too, it is the same
+        question stored under a second answer, and nothing is served ("duplicate_entries").
         """
         threshold = self.config.similarity_threshold - _EPS
         margin = self._margin(cands[0].score) if cands else self.ambiguity_margin
@@ -282,6 +289,20 @@ class SemanticCache:
                     report.update(accepted=False, reason="ambiguous", question=best.question, similarity=min(1.0, best.score))
                 return None
             _, best, verdict = ranked[0]
+        verified = {c.entry_id for c, _ in accepted}
+        for c in cands:
+            if c.score < threshold:
+                break
+            if c.entry_id == best.entry_id or not self.verifier.same_question(best.question, c.question):
+                continue
+            if c.entry_id in verified or (c.entry_id not in seen and self.verifier.verify(text, c.question, nlp).accepted):
+                # One question stored twice with different answers: don't pick one of them.
+                self.rejections["duplicate_entries"] += 1
+                if report is not None:
+                    report.update(
+                        accepted=False, reason="duplicate_entries", question=best.question, similarity=min(1.0, best.score)
+                    )
+                return None
         if self.index is not None:
             self.index.touch(best.entry_id)
         return SemanticMatch(best.entry_id, best.question, best.score, verdict, best.scope)

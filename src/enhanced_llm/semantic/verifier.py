@@ -18,12 +18,19 @@ Rules, in order (each rejection has its own reason string):
                      vague magnitudes ("several thousand") are not numbers; a
                      count spelled out on one side only ("two steps" / "the
                      steps") is tolerated, a number in digits never is.
+                     "one" counts before a unit ("one day" / "four days"); an
+                     ordinal both texts name agrees ("2nd" == "second").
+``ordinal_mismatch`` both texts name positions and they differ ("first debate" /
+                     "second debate"; "at first", "a second" are no ordinals).
+``unit_mismatch``    both texts measure something and share no unit ("3 weeks" /
+                     "three days").
 ``negation_mismatch`` one text negates what the other asserts. Each explicit cue
                      ("not", "n't", "without", "non-", "no-") negates the next
                      content word; the pair is rejected when that word occurs in
                      the un-negated text. Negation by meaning ("absence",
                      "avoid", "too big to") counts on either side, idioms ("not
-                     only", "or not", an answer's leading "No,") do not.
+                     only", "or not", an answer's leading "No,") do not; "not
+                     as X" skips "as", and "less X" agrees with it.
 ``antonym``          one text uses a word whose opposite the other uses
                      (a compact general table, plus un-/dis-/in-/non- and
                      -ful/-less; "without X" and "non-X" agree).
@@ -37,6 +44,13 @@ Rules, in order (each rejection has its own reason string):
                      non-shared content characters on both sides). A name counts
                      as shared when the other text has it in any casing, spacing,
                      stem or as CamelCase initials ("JS" / "JavaScript").
+                     Not names: lower-case alternatives ("downloaded/processed"),
+                     dotted abbreviations ("e.g."), function words in capitals
+                     ("ALL").
+
+:meth:`Verifier.same_question` (used by ``SemanticCache.choose``, not a rejection
+of one pair) says whether two *stored* questions use the same content words, i.e.
+are one question stored twice.
 
 Morphology is a small rule-based stemmer (plural, -ing/-ed, final -e, common
 irregular forms), not a list of benchmark words.
@@ -61,6 +75,8 @@ REASONS = (
     "unrepresentable",
     "truncated",
     "number_mismatch",
+    "ordinal_mismatch",
+    "unit_mismatch",
     "negation_mismatch",
     "antonym",
     "swapped_roles",
@@ -162,9 +178,19 @@ _EN_NUMBER_WORDS = {
 } | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
      "hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "dozen": 12,
      "half": 0.5, "twice": 2, "once": 1, "thrice": 3, "double": 2, "triple": 3}
-# "one" is too often a pronoun ("which one", "one of"): counted only before a noun-like word is guesswork.
+# "one" is too often a pronoun ("which one", "one of"): it counts only before a unit ("one day").
 _EN_WEAK_NUMBER_WORDS = frozenset({"one", "once", "double"})
 _EN_MAGNITUDES = frozenset({"hundred", "thousand", "million", "billion", "dozen"})
+_EN_ORDINALS = {
+    w: i + 1
+    for i, w in enumerate(
+        "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
+        "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth".split()
+    )
+}
+# "at first", "first of all" (discourse markers); "a second", "per second" (a unit of time).
+_ORDINAL_NOT_BEFORE = frozenset({"at", "a", "per", "one", "each", "every", "split"})
+_DIGIT_ORDINAL_RE = re.compile(r"(\d+)(?:st|nd|rd|th)")
 # List markers ("1. ", "2) ") number items, they are not quantities; "v2.1" is version 2.1.
 _ENUMERATOR_RE = re.compile(r"(?:^|(?<=[\n:;])|(?<=[.!?]\s))\s*\(?\d{1,2}[.)](?=\s)|(?<![\w(.])\d{1,2}\)(?=\s)")
 _VERSION_V_RE = re.compile(r"(?<![A-Za-z0-9_])[vV](?=\d)")
@@ -247,6 +273,12 @@ _IMPLICIT_NEG_STEMS = frozenset(
     fail failing failure unable impossible refuse deny except instead zero
     """.split()
 )
+# Units of measure (time, length, mass, volume): a number before one of them is a quantity.
+_UNIT_STEMS = frozenset(
+    _stem(w)
+    for w in """millisecond second minute hour day week month year decade century millimeter centimeter
+    meter metre kilometer km cm mm mile inch foot yard gram kilogram kg lb pound ounce ton liter litre gallon""".split()
+)
 # Hyphenated prefixes that negate the rest of the word: non-streaming, no-code, zero-copy.
 _NEG_HYPHEN_PREFIXES = ("non-", "no-", "zero-", "not-")
 # "not only", "not just", "whether ... or not", "no longer" does negate; "no doubt" does not.
@@ -255,7 +287,7 @@ _NEG_IDIOM_NEXT = frozenset({"only", "just", "merely", "simply", "doubt", "matte
 _SCOPE_SKIP = frozenset(
     """a an the be is are was were been being am do does did have has had having to of any anything anyone
     some my your his her its our their this that these those it i you he she we they me him us them there
-    really necessarily always even yet longer enough quite very so too just also all much many ever""".split()
+    really necessarily always even yet longer enough quite very so too just also all much many ever as""".split()
 )
 _INTERJECTION_NO_RE = re.compile(r"(?:^|[.!?\n]\s*)(?:no|nope)\s*[,.!;:]", re.I)
 
@@ -314,6 +346,8 @@ class _Analysis:
     words: tuple[str, ...]  # lower-cased tokens, in order
     word_set: frozenset[str]
     numbers: tuple[str, ...]  # sorted canonical numbers
+    ordinals: frozenset[int]  # positions named by ordinal words or digits ("second", "3rd")
+    units: frozenset[str]  # stems of the units that follow a number ("3 weeks" -> "week")
     digit_numbers: bool  # some number is written with digits (or Chinese numerals), not only as an English word
     negated: bool
     entities: frozenset[str]
@@ -403,11 +437,14 @@ def _analyze(text: str) -> _Analysis:
             if w in _EN_MAGNITUDES and not (i and (words[i - 1] in _EN_NUMBER_WORDS or words[i - 1][:1].isdigit())):
                 continue
             numbers.append(f"{_EN_NUMBER_WORDS[w]:g}")
+    stems = tuple(_stem(w) for w in words)
+    ordinals, units = _ordinals(words), _units(words, stems)
+    if any(w == "one" and i + 1 < len(words) and stems[i + 1] in _UNIT_STEMS for i, w in enumerate(words)):
+        numbers.append("1")  # "one day" is a quantity even though "one" alone is usually a pronoun
     cjk = "".join(_CJK_RE.findall(text))
     numbers += _zh_numbers(cjk)
     entities -= {n for n in entities if _NUM_RE.fullmatch(n)}
     zh_negated = _zh_negated(cjk)
-    stems = tuple(_stem(w) for w in words)
     neg_scopes, implicit_neg = _negation_scopes(text, words, stems)
     negated = bool(neg_scopes) or zh_negated
     zh_content = frozenset(ch for ch in cjk if ch not in _ZH_FUNCTION and ch not in _ZH_DIGITS and ch not in _ZH_UNITS)
@@ -422,6 +459,8 @@ def _analyze(text: str) -> _Analysis:
         words=tuple(words),
         word_set=frozenset(words),
         numbers=tuple(sorted(numbers)),
+        ordinals=ordinals,
+        units=units,
         digit_numbers=digit_numbers or bool(_zh_numbers(cjk)),
         negated=negated,
         entities=frozenset(entities),
@@ -437,15 +476,47 @@ def _analyze(text: str) -> _Analysis:
     )
 
 
+def _ordinals(words: list[str]) -> frozenset[int]:
+    """Positions the text names: ordinal words ("the second debate") and digits ("2nd"), but not
+    "at first", "first of all" or a unit of time ("a second", "per second")."""
+    out = set()
+    for i, w in enumerate(words):
+        prev, nxt = words[i - 1] if i else "", words[i + 1] if i + 1 < len(words) else ""
+        if w in _EN_ORDINALS and prev not in _ORDINAL_NOT_BEFORE and not (w == "first" and nxt == "of"):
+            out.add(_EN_ORDINALS[w])
+        elif m := _DIGIT_ORDINAL_RE.fullmatch(w):
+            out.add(int(m.group(1)))
+    return frozenset(out)
+
+
+def _units(words: list[str], stems: tuple[str, ...]) -> frozenset[str]:
+    """Units that follow a number, in digits or words ("3 weeks", "three days", "one hour")."""
+    return frozenset(
+        stems[i + 1]
+        for i, w in enumerate(words[:-1])
+        if stems[i + 1] in _UNIT_STEMS and (w[:1].isdigit() or w in _EN_NUMBER_WORDS)
+    )
+
+
+# Lower-case words joined by "/" ("and/or", "downloaded/processed"): alternatives, not a path.
+_ALTERNATION_RE = re.compile(r"[a-z]+(?:/[a-z]+)+")
+# Lower-case dotted abbreviations ("e.g", "i.e", "a.k.a"): not identifiers ("U.S" stays a name).
+_ABBREVIATION_RE = re.compile(r"[a-z](?:\.[a-z])+\.?")
+
+
 def _is_entity_token(tok: str, at_start: bool) -> bool:
     letters = [c for c in tok if c.isalpha()]
     if not letters:
+        return False
+    if _ALTERNATION_RE.fullmatch(tok) or _ABBREVIATION_RE.fullmatch(tok):
         return False
     if any(c in tok for c in "_./#+") and len(tok) > 2:  # identifiers, paths, versions, C#/C++
         return True
     if any(c.isdigit() for c in tok):  # gpt4, python3, b2b
         return True
     upper = sum(c.isupper() for c in letters)
+    if upper >= 2 and tok.isalpha() and tok.isupper() and tok.lower() in _STOP:
+        return False  # "ALL", "NOT", "THE": a function word in capitals is emphasis, not a name
     if upper >= 2:  # acronyms, CamelCase, iPhone
         return True
     if upper == 1 and (tok[0].isupper() or tok[0].islower() and upper):
@@ -526,8 +597,15 @@ class Verifier:
                 if getattr(info, "truncated", False):
                     return Verdict(False, "truncated")
         nq, nc = _merge_numbers(q.numbers, query_nlp), _merge_numbers(c.numbers, candidate_nlp)
+        # "2nd" and "second" name the same position: an ordinal in digits matches one in words.
+        same_position = {f"{o:g}" for o in q.ordinals & c.ordinals}
+        nq, nc = nq - same_position, nc - same_position
         if nq != nc and _numbers_matter(q, c, nq, nc):
             return Verdict(False, "number_mismatch", f"{sorted(nq)} vs {sorted(nc)}")
+        if q.ordinals and c.ordinals and q.ordinals != c.ordinals:
+            return Verdict(False, "ordinal_mismatch", f"{sorted(q.ordinals)} vs {sorted(c.ordinals)}")
+        if q.units and c.units and not q.units & c.units:
+            return Verdict(False, "unit_mismatch", f"{sorted(q.units)} vs {sorted(c.units)}")
         neg = _negation_difference(q, c, query_nlp, candidate_nlp)
         if neg:
             return Verdict(False, "negation_mismatch", neg)
@@ -540,6 +618,13 @@ class Verifier:
         if ent:
             return Verdict(False, "entity_mismatch", ent)
         return Verdict(True, "ok")
+
+    def same_question(self, a: str, b: str) -> bool:
+        """Do two stored questions use the same content words (ignoring function words, inflection,
+        order and casing)? Two such entries are one question stored twice: if both may answer a
+        query, the cache holds two answers to it and should not pick one by a cosine difference."""
+        x, y = _analyze(a), _analyze(b)
+        return x.content == y.content and x.zh_content == y.zh_content
 
     # -- entity rule ---------------------------------------------------------------
 
@@ -594,10 +679,18 @@ def _negation_difference(q: _Analysis, c: _Analysis, q_nlp: Any, c_nlp: Any) -> 
         return "negated (nlp)"
     if n.cjk and _zh_negated(n.cjk) and not _zh_negated(p.cjk):
         return "negated (zh)"
+    lessened = _lessened(p)
     for scope in n.neg_scopes:
+        if scope in lessened:  # "not as exact" / "less exact": the same comparison, not a contradiction
+            continue
         if scope is None or scope in p.stem_set or scope in p.squashed:
             return f"negated {scope!r}"
     return ""
+
+
+def _lessened(a: _Analysis) -> set[str]:
+    """Stems of the words a text qualifies with "less" or "fewer" ("less exact" -> "exact")."""
+    return {a.stems[i + 1] for i, w in enumerate(a.words[:-1]) if w in ("less", "fewer")}
 
 
 def _nlp_entities(nlp: Any) -> set[str]:
