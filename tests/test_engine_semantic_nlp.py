@@ -116,6 +116,30 @@ async def test_no_semantic_hit_across_tenants_or_parameters(smart_llm):
     assert not other_tenant.metadata["similar_results"]
 
 
+async def test_chat_messages_match_by_last_user_message_within_one_conversation(smart_llm):
+    system = {"role": "system", "content": "You are a helpful assistant. Answer concisely and accurately."}
+
+    def chat(*messages):
+        return {"messages": [*messages]}
+
+    def user(text):
+        return {"role": "user", "content": text}
+
+    original = await run(smart_llm, chat(system, user("What is the boiling point of water at sea level?")), greedy(), rid())
+    await _settle(smart_llm)
+    para = await _semantic_answer(smart_llm, chat(system, user("At sea level, what is the boiling point of water?")), greedy())
+    assert para.metadata["cache_source"] == "semantic", para.metadata
+    assert para.token_ids == original.token_ids
+    # The question that was compared is the user's message, not the rendered template.
+    assert para.metadata["verification"]["question"] == "What is the boiling point of water at sea level?"
+    other = await run(smart_llm, chat({"role": "system", "content": "Reply in French."},
+                                      user("At sea level, what is the boiling point of water?")), greedy(), rid())
+    assert not other.metadata["cache_hit"], other.metadata  # another conversation: never its answer
+    unrelated = await run(smart_llm, chat(system, user("Who painted the Mona Lisa?")), greedy(), rid())
+    assert not unrelated.metadata["cache_hit"]
+    assert (unrelated.metadata["similarity"] or 0) < 0.5  # the shared template no longer inflates similarity
+
+
 async def test_similar_results_and_nlp_result_in_metadata(smart_llm):
     await run(smart_llm, "What is the capital of Japan?", greedy(), rid())
     await _settle(smart_llm)
