@@ -149,6 +149,115 @@ async def test_followers_fall_back_when_leader_is_aborted(enhanced_llm):
     assert all(r.finished and len(r.token_ids[0]) == 64 for r in results)
 
 
+async def _streaming_leader(llm, prompt, params, min_tokens=4):
+    """The recorder of the in-flight request for ``prompt``, once it has produced ``min_tokens``."""
+    key = llm._keys.build(prompt, params).exact
+    for _ in range(2000):
+        recorder = llm._flights.stream(key)
+        if recorder is not None and sum(len(t) for _, t, _ in recorder.snapshot()[2].values()) >= min_tokens:
+            return recorder
+        await asyncio.sleep(0.002)
+    raise AssertionError("the leader never started streaming")
+
+
+async def _until(predicate, seconds=10.0):
+    for _ in range(int(seconds / 0.002)):
+        if predicate():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("condition not reached")
+
+
+async def _first_output_then_rest(llm, prompt, params, request_id, leader_done=None):
+    """(seconds to the first output, whether ``leader_done`` was set by then, the accumulated Result)."""
+    from helpers import Result
+
+    start, first_at, leader_finished_first = asyncio.get_running_loop().time(), None, None
+    result = Result()
+    async for out in llm.generate(prompt, params, request_id):
+        if first_at is None:
+            first_at = asyncio.get_running_loop().time() - start
+            leader_finished_first = leader_done.is_set() if leader_done is not None else None
+        for c in out.outputs:
+            result.texts[c.index] = result.texts.get(c.index, "") + c.text
+            result.token_ids.setdefault(c.index, []).extend(c.token_ids)
+            result.finish_reasons[c.index] = c.finish_reason
+        result.metadata, result.finished = out.metadata, out.finished
+    return first_at, leader_finished_first, result
+
+
+async def test_streaming_followers_read_the_leaders_tokens_as_they_come(enhanced_llm, monkeypatch):
+    sent = []
+    original = enhanced_llm.engine_core.add_request_async
+
+    async def counting(request):
+        sent.append(request.request_id)
+        return await original(request)
+
+    monkeypatch.setattr(enhanced_llm.engine_core, "add_request_async", counting)
+    prompt, params = unique_prompt("read-along"), greedy(160, output_kind=RequestOutputKind.DELTA)
+    leader_done = asyncio.Event()
+
+    async def leader():
+        try:
+            return await _first_output_then_rest(enhanced_llm, prompt, params, rid())
+        finally:
+            leader_done.set()
+
+    lead = asyncio.create_task(leader())
+    await _streaming_leader(enhanced_llm, prompt, params, min_tokens=8)  # part-way through its answer
+    follower = await _first_output_then_rest(enhanced_llm, prompt, params, rid(), leader_done)
+    _, _, own = await lead
+    _, leader_finished_before_followers_first_output, mine = follower
+    assert leader_finished_before_followers_first_output is False  # it streamed, it did not wait
+    assert mine.token_ids == own.token_ids and mine.texts == own.texts and len(mine.token_ids[0]) == 160
+    assert mine.metadata["coalesced"] and mine.metadata["cache_status"] == "coalesced"
+    assert len(sent) == 1
+
+
+async def test_a_leader_aborted_by_its_reader_runs_on_for_its_followers(enhanced_llm):
+    prompt = unique_prompt("orphan")
+    params = greedy(400, output_kind=RequestOutputKind.DELTA)
+    reference = await run(enhanced_llm, prompt, greedy(400, extra_args={"enhanced_llm": {"cache": "bypass"}}), rid())
+    leader_id = rid()
+    leader = asyncio.create_task(run(enhanced_llm, prompt, params, leader_id))
+    recorder = await _streaming_leader(enhanced_llm, prompt, params)
+    followers = [asyncio.create_task(run(enhanced_llm, prompt, params, rid())) for _ in range(2)]
+    await _until(lambda: len(recorder._followers) == 2)
+    await enhanced_llm.abort(leader_id)  # the leader's own client gives up
+    aborted = await asyncio.wait_for(leader, 10)
+    assert aborted.finished and aborted.finish_reasons[0] == "abort"
+    results = await asyncio.gather(*followers)
+    assert all(r.token_ids == reference.token_ids and r.finish_reasons[0] == "length" for r in results)
+    await enhanced_llm.flush_cache_writes()
+    again = await run(enhanced_llm, prompt, params, rid())  # the answer finished normally: it was stored
+    assert again.metadata["cache_hit"] and again.token_ids == reference.token_ids
+
+
+async def test_the_engine_request_stops_when_its_last_reader_leaves(enhanced_llm):
+    prompt = unique_prompt("all-gone")
+    params = greedy(400, output_kind=RequestOutputKind.DELTA)
+    leader_id, follower_id = rid(), rid()
+    leader = asyncio.create_task(run(enhanced_llm, prompt, params, leader_id))
+    recorder = await _streaming_leader(enhanced_llm, prompt, params)
+    follower = asyncio.create_task(run(enhanced_llm, prompt, params, follower_id))
+    await _until(lambda: recorder.followed)
+    await enhanced_llm.abort(leader_id)
+    await asyncio.sleep(0.05)
+    assert enhanced_llm.output_processor.get_num_unfinished_requests() == 1  # runs on for the follower
+    follower.cancel()
+    await asyncio.gather(leader, follower, return_exceptions=True)
+    for _ in range(100):
+        if enhanced_llm.output_processor.get_num_unfinished_requests() == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert enhanced_llm.output_processor.get_num_unfinished_requests() == 0
+    stores = enhanced_llm.get_cache_stats()["stores"]
+    await enhanced_llm.flush_cache_writes()
+    assert enhanced_llm.get_cache_stats()["stores"] == stores  # an aborted answer is never stored
+    assert not (await run(enhanced_llm, prompt, greedy(8), rid())).metadata["cache_hit"]
+
+
 async def test_tenant_scopes_never_share_entries(enhanced_llm):
     prompt = unique_prompt("tenant")
 

@@ -69,6 +69,7 @@ class EnhancedRequestOutputCollector(RequestOutputCollector):
         self.first_put = asyncio.Event()  #: set when the engine (or the cache) put the first output
         self._gate: asyncio.Event | None = None
         self._sealed = False
+        self._reader_gone = False
         self._enrichment: list[asyncio.Task] = []
         self._enrichment_timeout = 0.0
 
@@ -92,6 +93,8 @@ class EnhancedRequestOutputCollector(RequestOutputCollector):
                 self.observer(output)
             except Exception:  # observing must never break the stream
                 logger.exception("output observer failed for %s", self.request_id)
+        if self._reader_gone:  # aborted by its reader; the engine request runs on for the observer
+            return
         if isinstance(output, RequestOutput) and output.finished:
             self.metadata.finished_at = time.perf_counter()
         super().put(output)
@@ -104,6 +107,13 @@ class EnhancedRequestOutputCollector(RequestOutputCollector):
         self.output = None
         self.metadata.finished_at = time.perf_counter()
         super().put(output)
+
+    def end_for_reader(self, final: RequestOutput) -> None:
+        """Give the reader ``final`` (its abort) while the engine request runs on: later outputs
+        reach only the observer (coalesced followers are still reading them)."""
+        super().put(final)
+        self.metadata.finished_at = time.perf_counter()
+        self._reader_gone = True
 
     # -- holding outputs back ------------------------------------------------------------------
 

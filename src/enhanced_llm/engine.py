@@ -11,7 +11,9 @@ Every request, from ``generate()`` or from vLLM's OpenAI server, reaches
                   and build the request's keys (or decide to pass it through).
 2. **exact**    - look the exact key up in memory, then Redis: a hit returns a
                   collector already holding the finished answer.
-3. **coalesce** - an identical request already running? Wait for its answer.
+3. **coalesce** - an identical request already running? Read its tokens as they
+                  come (streaming requests) or wait for its answer. A leader
+                  aborted by its own reader runs on while followers read it.
 4. **semantic** - (when configured) a verified paraphrase answers from the cache;
                   the lookup races the engine, so a miss costs nothing.
 5. **hand off** - ``AsyncLLM.add_request``; the collector records the outputs and
@@ -35,13 +37,13 @@ from typing import Any
 from cachetools import TTLCache
 
 from vllm.pooling_params import PoolingParams
-from vllm.sampling_params import SamplingParams
+from vllm.sampling_params import RequestOutputKind, SamplingParams
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
-from vllm.v1.engine.exceptions import EngineDeadError
+from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 from vllm.v1.executor import Executor
 
-from .answers import AnswerRecorder, output_from_entry
+from .answers import AnswerRecorder, FollowerFeed, aborted_output, output_from_entry
 from .cache.chat_turns import ChatLayout
 from .cache.entry import CacheEntry
 from .cache.keys import KeyBuilder, RequestKey, Uncacheable, model_fingerprint
@@ -321,6 +323,8 @@ class EnhancedAsyncLLM(AsyncLLM):
             collector.hold()
             prompt_info = self._prompt_of(collector.request_id)  # now, while the engine holds the request
             self._spawn(self._semantic_race(collector, key, request_id, kwargs, prompt_info))
+        elif isinstance(collector.observer, AnswerRecorder):
+            collector.observer.live.set()  # the engine's outputs are the answer: followers may read them
         return collector
 
     async def _enrich_after_first_output(self, collector: EnhancedRequestOutputCollector, text: str, scope: str | None) -> None:
@@ -342,6 +346,7 @@ class EnhancedAsyncLLM(AsyncLLM):
     ) -> None:
         """Step 4: a verified paraphrase answers, if found before the engine's first output is delivered."""
         meta = collector.metadata
+        recorder, taken_over = collector.observer, False
         try:
             refusal: dict[str, Any] = {}
             match = await self.similarity_helper.lookup(key.scope, key.question, report=refusal)
@@ -357,13 +362,14 @@ class EnhancedAsyncLLM(AsyncLLM):
                 return
             if collector.delivered or meta.finished_at is not None:  # too late: the engine answered first
                 return
-            engine_request_id, recorder = collector.request_id, collector.observer
+            engine_request_id = collector.request_id
             prompt, prompt_token_ids = prompt_info
             meta.cache_hit, meta.cache_source, meta.cache_status = True, "semantic", "semantic_hit"
             if self.cache_manager is not None:
                 self.cache_manager.stats.hits_semantic += 1
             output = output_from_entry(entry, request_id, kwargs.get("lora_request"), prompt, prompt_token_ids)
             collector.take_over(output)
+            taken_over = True
             if isinstance(recorder, AnswerRecorder):
                 recorder.resolve(entry)  # identical requests waiting on this one get the same answer
             self._count_saving(entry)
@@ -372,6 +378,8 @@ class EnhancedAsyncLLM(AsyncLLM):
             logger.exception("semantic race failed")
         finally:
             collector.release()
+            if isinstance(recorder, AnswerRecorder) and not taken_over:
+                recorder.live.set()
 
     def _plan(self, prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any]) -> CachePlan:
         """Step 1: options and keys. Bad options raise VLLMValidationError; nothing else raises."""
@@ -435,12 +443,18 @@ class EnhancedAsyncLLM(AsyncLLM):
         prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any], plan: CachePlan,
     ) -> None:
         meta = collector.metadata
+        feed: FollowerFeed | None = None
         try:
+            if params.n == 1 and params.output_kind != RequestOutputKind.FINAL_ONLY:
+                feed = await self._read_along(leader, collector, request_id, params, kwargs, plan)
             entry = await asyncio.shield(leader)
+            if feed is not None and feed.delivered:  # the leader's stream reached us as it came
+                self._count_coalesced(entry)
+                if not feed.finished:
+                    collector.put(EngineGenerateError("the identical request this one followed ended early"))
+                return
             if entry is not None:
-                assert self.cache_manager is not None
-                self.cache_manager.stats.coalesced += 1
-                self._count_saving(entry)
+                self._count_coalesced(entry)
                 meta.cache_hit, meta.cache_source, meta.coalesced, meta.cache_status = True, "exact", True, "coalesced"
                 collector.put(output_from_entry(entry, request_id, kwargs.get("lora_request")))
                 return
@@ -452,6 +466,43 @@ class EnhancedAsyncLLM(AsyncLLM):
             raise
         except Exception as exc:  # delivered to the reader, as vLLM delivers engine errors
             collector.put(exc)
+        finally:
+            if feed is not None:
+                self._stop_reading_along(feed)
+
+    async def _read_along(
+        self, leader: asyncio.Future, collector: EnhancedRequestOutputCollector, request_id: str,
+        params: SamplingParams, kwargs: dict[str, Any], plan: CachePlan,
+    ) -> FollowerFeed | None:
+        """A streaming follower reads the leader's tokens as they come (once they are the answer,
+        i.e. after the leader's semantic race); None when the answer is decided first."""
+        recorder = self._flights.stream(plan.key.exact) if plan.key is not None else None
+        if not isinstance(recorder, AnswerRecorder):
+            return None
+        live = asyncio.ensure_future(recorder.live.wait())
+        try:
+            await asyncio.wait({leader, live}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            live.cancel()
+        if leader.done():
+            return None
+        meta = collector.metadata
+        meta.cache_hit, meta.cache_source, meta.coalesced, meta.cache_status = True, "exact", True, "coalesced"
+        feed = FollowerFeed(recorder, collector, request_id, params.output_kind, kwargs.get("lora_request"))
+        return feed if recorder.follow(feed) else None
+
+    def _stop_reading_along(self, feed: FollowerFeed) -> None:
+        """Detach a follower; a leader whose own reader left runs only as long as someone reads it."""
+        recorder = feed.recorder
+        recorder.unfollow(feed)
+        if recorder.orphaned and not recorder.followed and recorder.engine_request_id is not None:
+            self._spawn(AsyncLLM.abort(self, recorder.engine_request_id, internal=True))
+
+    def _count_coalesced(self, entry: CacheEntry | None) -> None:
+        if self.cache_manager is not None:
+            self.cache_manager.stats.coalesced += 1
+        if entry is not None:
+            self._count_saving(entry)
 
     async def _hand_off(
         self, request_id: str, prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any],
@@ -468,6 +519,9 @@ class EnhancedAsyncLLM(AsyncLLM):
             collector = EnhancedRequestOutputCollector(params.output_kind, queue.request_id, meta)
         collector.request_id = queue.request_id
         collector.observer = recorder
+        if recorder is not None and flight is not None:
+            recorder.engine_request_id = queue.request_id
+            self._flights.attach(plan.key.exact, recorder)  # streaming followers read it live
         self._adopt(queue, collector)
         return collector
 
@@ -543,10 +597,32 @@ class EnhancedAsyncLLM(AsyncLLM):
     async def abort(self, request_id: Any, internal: bool = False) -> None:
         """Abort requests; for requests answered from the cache this is a harmless no-op."""
         request_ids = [request_id] if isinstance(request_id, str) else list(request_id)
+        to_engine = []
         for rid in request_ids:
             if (task := self._followers.pop(rid, None)) is not None:
                 task.cancel()
-        await super().abort(request_ids, internal)
+            elif not self._orphan(rid):
+                to_engine.append(rid)
+        await super().abort(to_engine, internal)
+
+    def _orphan(self, request_id: str) -> bool:
+        """Abort a leader for its own reader only, when coalesced followers are reading its stream:
+        the engine request runs on for them and stops when the last one leaves."""
+        processor = self.output_processor
+        state = processor.request_states.get(request_id)
+        if state is None and len(ids := processor.external_req_ids.get(request_id, ())) == 1:
+            state = processor.request_states.get(next(iter(ids)))
+        collector = getattr(state, "queue", None)
+        recorder = getattr(collector, "observer", None)
+        if not (isinstance(collector, EnhancedRequestOutputCollector) and isinstance(recorder, AnswerRecorder)):
+            return False
+        if not recorder.followed or recorder.orphaned:
+            return False
+        recorder.orphaned = True
+        collector.end_for_reader(
+            aborted_output(recorder, state.external_req_id, state.output_kind, getattr(state, "lora_request", None))
+        )
+        return True
 
     def get_cache_stats(self) -> dict[str, Any]:
         """Counters of the exact cache (hits per level, misses, stores, evictions, Redis errors, coalesced ...)."""
