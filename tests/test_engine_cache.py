@@ -118,7 +118,9 @@ async def test_explicit_abort_of_cached_request_is_noop_and_ids_reusable(enhance
     assert other.finished and not other.metadata["cache_hit"]
 
 
-async def test_concurrent_identical_requests_make_one_engine_request(enhanced_llm, monkeypatch):
+@pytest.fixture
+def engine_requests(enhanced_llm, monkeypatch):
+    """The ids of the requests that reach the engine core during a test."""
     sent = []
     original = enhanced_llm.engine_core.add_request_async
 
@@ -127,6 +129,11 @@ async def test_concurrent_identical_requests_make_one_engine_request(enhanced_ll
         return await original(request)
 
     monkeypatch.setattr(enhanced_llm.engine_core, "add_request_async", counting)
+    return sent
+
+
+async def test_concurrent_identical_requests_make_one_engine_request(enhanced_llm, engine_requests):
+    sent = engine_requests
     prompt = unique_prompt("flight")
     before = enhanced_llm.get_cache_stats()["coalesced"]
     results = await asyncio.gather(*[run(enhanced_llm, prompt, greedy(32), rid()) for _ in range(50)])
@@ -186,15 +193,8 @@ async def _first_output_then_rest(llm, prompt, params, request_id, leader_done=N
     return first_at, leader_finished_first, result
 
 
-async def test_streaming_followers_read_the_leaders_tokens_as_they_come(enhanced_llm, monkeypatch):
-    sent = []
-    original = enhanced_llm.engine_core.add_request_async
-
-    async def counting(request):
-        sent.append(request.request_id)
-        return await original(request)
-
-    monkeypatch.setattr(enhanced_llm.engine_core, "add_request_async", counting)
+async def test_streaming_followers_read_the_leaders_tokens_as_they_come(enhanced_llm, engine_requests):
+    sent = engine_requests
     prompt, params = unique_prompt("read-along"), greedy(160, output_kind=RequestOutputKind.DELTA)
     leader_done = asyncio.Event()
 
