@@ -285,9 +285,9 @@ async def test_on_a_busy_engine_the_redis_read_races_the_engine(enhanced_llm, en
     # answer found after the engine finished is not used): then try again. A plain miss fails at once.
     for _ in range(4):
         enhanced_llm.cache_manager.clear_memory()
-        await _until(lambda: enhanced_llm.cache_manager.redis.available)  # first: the busy request must not end meanwhile
-        busy = asyncio.create_task(run(enhanced_llm, unique_prompt("busy"), greedy(480), rid()))
+        busy = asyncio.create_task(run(enhanced_llm, unique_prompt("busy"), greedy(400), rid()))
         await _until(lambda: enhanced_llm.output_processor.get_num_unfinished_requests() == 1)
+        await _until(lambda: enhanced_llm.cache_manager.redis.available)
         before = enhanced_llm.get_cache_stats()
         sent = len(engine_requests)
         hit = await run(enhanced_llm, prompt, greedy(200), rid())
