@@ -281,19 +281,14 @@ async def _stored_in_redis(llm, prompt, params):
 async def test_on_a_busy_engine_the_redis_read_races_the_engine(enhanced_llm, engine_requests):
     prompt = unique_prompt("busy-l2")  # long answers: the engine cannot finish before Redis answers
     stored = await _stored_in_redis(enhanced_llm, prompt, greedy(200))
-    # On a stalled machine the race can be lost by design (a Redis call that times out fails open; an
-    # answer found after the engine finished is not used): then try again. A plain miss fails at once.
-    for _ in range(4):
+    for _ in range(3):  # a Redis call that times out on a stalled machine fails open: then try again
         enhanced_llm.cache_manager.clear_memory()
         busy = asyncio.create_task(run(enhanced_llm, unique_prompt("busy"), greedy(400), rid()))
         await _until(lambda: enhanced_llm.output_processor.get_num_unfinished_requests() == 1)
         await _until(lambda: enhanced_llm.cache_manager.redis.available)
-        before = enhanced_llm.get_cache_stats()
-        sent = len(engine_requests)
+        sent, errors = len(engine_requests), enhanced_llm.get_cache_stats()["redis_errors"]
         hit = await run(enhanced_llm, prompt, greedy(200), rid())
-        after = enhanced_llm.get_cache_stats()
-        lost_race = after["redis_errors"] > before["redis_errors"] or after["hits_redis"] > before["hits_redis"]
-        if hit.metadata["cache_hit"] or not lost_race:
+        if hit.metadata["cache_hit"] or enhanced_llm.get_cache_stats()["redis_errors"] == errors:
             break
         busy.cancel()
         await asyncio.gather(busy, return_exceptions=True)
