@@ -48,9 +48,7 @@ async def enhanced_llm(redis_available):
     assert redis_available, "tests need Redis at 127.0.0.1:6379"
     llm = EnhancedAsyncLLM.from_engine_args(
         engine_args(),
-        # redis_timeout: the default 0.25 s is for production; on the shared 2-core test machine the
-        # event loop has been seen to stall longer, and a timed-out call fails open (a miss).
-        cache_config=CacheConfig(cache_type=CacheType.MULTI, key_prefix=unique_prefix("engine"), redis_timeout=1.0),
+        cache_config=CacheConfig(cache_type=CacheType.MULTI, key_prefix=unique_prefix("engine")),
     )
     yield llm
     await llm.cleanup()

@@ -281,24 +281,18 @@ async def _stored_in_redis(llm, prompt, params):
 async def test_on_a_busy_engine_the_redis_read_races_the_engine(enhanced_llm, engine_requests):
     prompt = unique_prompt("busy-l2")  # long answers: the engine cannot finish before Redis answers
     stored = await _stored_in_redis(enhanced_llm, prompt, greedy(200))
-    for _ in range(3):  # a Redis call that times out on a stalled machine fails open: then try again
-        enhanced_llm.cache_manager.clear_memory()
-        busy = asyncio.create_task(run(enhanced_llm, unique_prompt("busy"), greedy(400), rid()))
-        await _until(lambda: enhanced_llm.output_processor.get_num_unfinished_requests() == 1)
-        await _until(lambda: enhanced_llm.cache_manager.redis.available)
-        sent, errors = len(engine_requests), enhanced_llm.get_cache_stats()["redis_errors"]
-        hit = await run(enhanced_llm, prompt, greedy(200), rid())
-        if hit.metadata["cache_hit"] or enhanced_llm.get_cache_stats()["redis_errors"] == errors:
-            break
-        busy.cancel()
-        await asyncio.gather(busy, return_exceptions=True)
+    enhanced_llm.cache_manager.clear_memory()
+    busy = asyncio.create_task(run(enhanced_llm, unique_prompt("busy"), greedy(400), rid()))
+    await _until(lambda: enhanced_llm.output_processor.get_num_unfinished_requests() == 1)
+    sent, misses = len(engine_requests), enhanced_llm.get_cache_stats()["misses"]
+
+    hit = await run(enhanced_llm, prompt, greedy(200), rid())
     assert (hit.metadata["cache_hit"], hit.metadata["cache_source"], hit.metadata["cache_level"]) == (True, "exact", "redis"), (
         hit.metadata["cache_status"], {k: v for k, v in enhanced_llm.get_cache_stats().items() if "redis" in k or "error" in k})
     assert hit.answer() == stored.answer()
     assert len(engine_requests) == sent + 1  # handed off at once; aborted when Redis answered
     await _until(lambda: enhanced_llm.output_processor.get_num_unfinished_requests() == 1)
 
-    misses = enhanced_llm.get_cache_stats()["misses"]
     miss = await run(enhanced_llm, unique_prompt("busy-miss"), greedy(8), rid())
     assert not miss.metadata["cache_hit"] and len(miss.token_ids[0]) == 8
     assert enhanced_llm.get_cache_stats()["misses"] == misses + 1
