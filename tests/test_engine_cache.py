@@ -258,48 +258,6 @@ async def test_the_engine_request_stops_when_its_last_reader_leaves(enhanced_llm
     assert not (await run(enhanced_llm, prompt, greedy(8), rid())).metadata["cache_hit"]
 
 
-async def _stored_in_redis(llm, prompt, params):
-    """Generate and store ``prompt``'s answer, until it is really in Redis: on a loaded 2-core machine
-    a write can time out (fail open, by design), which opens the circuit for a second."""
-    from enhanced_llm.errors import CacheBackendError
-
-    key = llm._keys.build(prompt, params).exact
-    refresh = params.clone()
-    refresh.extra_args = {"enhanced_llm": {"cache": "refresh"}}
-    for _ in range(5):
-        stored = await run(llm, prompt, refresh, rid())
-        await llm.flush_cache_writes()
-        try:
-            if await llm.cache_manager.redis.get(key) is not None:
-                return stored
-        except CacheBackendError:
-            pass
-        await asyncio.sleep(1.1)
-    raise AssertionError(f"the answer never reached Redis: {llm.get_cache_stats()}")
-
-
-async def test_on_a_busy_engine_the_redis_read_races_the_engine(enhanced_llm, engine_requests):
-    prompt = unique_prompt("busy-l2")  # long answers: the engine cannot finish before Redis answers
-    stored = await _stored_in_redis(enhanced_llm, prompt, greedy(200))
-    enhanced_llm.cache_manager.clear_memory()
-    busy = asyncio.create_task(run(enhanced_llm, unique_prompt("busy"), greedy(400), rid()))
-    await _until(lambda: enhanced_llm.output_processor.get_num_unfinished_requests() == 1)
-    sent, misses = len(engine_requests), enhanced_llm.get_cache_stats()["misses"]
-
-    hit = await run(enhanced_llm, prompt, greedy(200), rid())
-    assert (hit.metadata["cache_hit"], hit.metadata["cache_source"], hit.metadata["cache_level"]) == (True, "exact", "redis"), (
-        hit.metadata["cache_status"], {k: v for k, v in enhanced_llm.get_cache_stats().items() if "redis" in k or "error" in k})
-    assert hit.answer() == stored.answer()
-    assert len(engine_requests) == sent + 1  # handed off at once; aborted when Redis answered
-    await _until(lambda: enhanced_llm.output_processor.get_num_unfinished_requests() == 1)
-
-    miss = await run(enhanced_llm, unique_prompt("busy-miss"), greedy(8), rid())
-    assert not miss.metadata["cache_hit"] and len(miss.token_ids[0]) == 8
-    assert enhanced_llm.get_cache_stats()["misses"] == misses + 1
-    busy.cancel()
-    await asyncio.gather(busy, return_exceptions=True)
-
-
 async def test_tenant_scopes_never_share_entries(enhanced_llm):
     prompt = unique_prompt("tenant")
 

@@ -10,9 +10,7 @@ Every request, from ``generate()`` or from vLLM's OpenAI server, reaches
 1. **plan**     - read our options from ``SamplingParams.extra_args["enhanced_llm"]``
                   and build the request's keys (or decide to pass it through).
 2. **exact**    - look the exact key up in memory, then Redis: a hit returns a
-                  collector already holding the finished answer. While the engine
-                  is busy, the Redis read races the engine instead (step 4's race),
-                  so a miss never waits for Redis under load.
+                  collector already holding the finished answer.
 3. **coalesce** - an identical request already running? Read its tokens as they
                   come (streaming requests) or wait for its answer. A leader
                   aborted by its own reader runs on while followers read it.
@@ -260,10 +258,8 @@ class EnhancedAsyncLLM(AsyncLLM):
                 return self._follow(leader, request_id, prompt, params, args, kwargs, plan, meta)
         # From here on this request leads: identical requests arriving now wait for it.
         flight = self._flights.lead(key.exact) if self._flights.join(key.exact) is None else None
-        # While the engine is busy, a miss does not wait for Redis: the read races the engine instead.
-        race_redis = plan.read and cache.redis is not None and self.output_processor.get_num_unfinished_requests() > 0
         try:
-            if plan.read and not race_redis:
+            if plan.read:
                 if (entry := await cache.get_redis(key.exact)) is not None:
                     self._land(key, flight, entry)
                     return self._answer_from_cache(request_id, params, kwargs, entry, "redis", meta)
@@ -272,7 +268,7 @@ class EnhancedAsyncLLM(AsyncLLM):
         except BaseException:
             self._land(key, flight, None)
             raise
-        return self._beside_generation(collector, prompt, plan, request_id, kwargs, race_redis)
+        return self._beside_generation(collector, prompt, plan, request_id, kwargs)
 
     async def _prepare_prompt(self, prompt: Any, params: SamplingParams, kwargs: dict[str, Any], meta: OutputMetadata) -> Any:
         """Chat messages are rendered with the model's template; opt-in context enhancement is applied."""
@@ -312,24 +308,21 @@ class EnhancedAsyncLLM(AsyncLLM):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _beside_generation(
-        self, collector: EnhancedRequestOutputCollector, prompt: Any, plan: CachePlan, request_id: str,
-        kwargs: dict[str, Any], race_redis: bool = False,
+        self, collector: EnhancedRequestOutputCollector, prompt: Any, plan: CachePlan, request_id: str, kwargs: dict[str, Any]
     ) -> EnhancedRequestOutputCollector:
-        """The cache race (Redis on a busy engine, then the semantic cache) and the enrichment: both
-        run while the engine works; neither delays the hand-off.
+        """Step 4 and the enrichment: both run while the engine works; neither delays the hand-off.
 
-        The semantic lookup starts only now: started before the hand-off, its embedding competed with
-        the hand-off for the frontend's core and added ~2 ms to every miss's TTFT (measured)."""
+        The lookup starts only now: started before the hand-off, its embedding competed with the
+        hand-off for the frontend's core and added ~2 ms to every miss's TTFT (measured)."""
         key = plan.key
         text = key.question if key is not None else self._keys.split(prompt_text(prompt))[1]
         if text and self._enricher.active:
             task = self._spawn(self._enrich_after_first_output(collector, text, key.scope if key else None))
             collector.add_enrichment(task, self._enricher.timeout)
-        semantic = key is not None and bool(key.question) and plan.read and self._semantic_usable()
-        if key is not None and (race_redis or semantic):
+        if key is not None and key.question and plan.read and self._semantic_usable():
             collector.hold()
             prompt_info = self._prompt_of(collector.request_id)  # now, while the engine holds the request
-            self._spawn(self._cache_race(collector, key, request_id, kwargs, prompt_info, race_redis, semantic))
+            self._spawn(self._semantic_race(collector, key, request_id, kwargs, prompt_info))
         elif isinstance(collector.observer, AnswerRecorder):
             collector.observer.live.set()  # the engine's outputs are the answer: followers may read them
         return collector
@@ -347,34 +340,33 @@ class EnhancedAsyncLLM(AsyncLLM):
             and self.semantic_ready
         )
 
-    async def _cache_race(
+    async def _semantic_race(
         self, collector: EnhancedRequestOutputCollector, key: RequestKey, request_id: str, kwargs: dict[str, Any],
-        prompt_info: tuple[str | None, list[int] | None], redis: bool, semantic: bool,
+        prompt_info: tuple[str | None, list[int] | None],
     ) -> None:
-        """Steps 2' and 4 racing the engine: the exact answer in Redis (``redis``: the engine was busy
-        at hand-off), then a verified paraphrase (``semantic``). An answer found before the engine's
-        first output is delivered takes over and the engine request is aborted."""
+        """Step 4: a verified paraphrase answers, if found before the engine's first output is delivered."""
         meta = collector.metadata
         recorder, taken_over = collector.observer, False
         try:
-            entry, source = None, "exact"
-            if redis and self.cache_manager is not None:
-                entry = await self.cache_manager.get_redis(key.exact)
-                if entry is None:
-                    self.cache_manager.count_miss()
-            if entry is None and semantic:
-                entry, source = await self._semantic_answer(key, meta), "semantic"
-            if entry is None or collector.delivered or meta.finished_at is not None:
-                return  # no answer, or too late: the engine answered first
+            refusal: dict[str, Any] = {}
+            match = await self.similarity_helper.lookup(key.scope, key.question, report=refusal)
+            if match is None:
+                if refusal:  # the verifier's (or the ambiguity rule's) decision, for the metadata
+                    meta.verification, meta.similarity = refusal, refusal.get("similarity")
+                return
+            meta.similarity = match.similarity
+            meta.verification = {"accepted": match.verdict.accepted, "reason": match.verdict.reason, "question": match.question}
+            entry = await self.cache_manager.get_quiet(match.entry_id) if self.cache_manager is not None else None
+            if entry is None:  # its answer is gone: drop the vector too
+                self._spawn(self.similarity_helper.remove(match.entry_id))
+                return
+            if collector.delivered or meta.finished_at is not None:  # too late: the engine answered first
+                return
             engine_request_id = collector.request_id
-            if source == "semantic":
-                meta.cache_hit, meta.cache_source, meta.cache_status = True, "semantic", "semantic_hit"
-                if self.cache_manager is not None:
-                    self.cache_manager.stats.hits_semantic += 1
-                prompt, prompt_token_ids = prompt_info  # this request's own prompt, the other question's answer
-            else:
-                meta.cache_hit, meta.cache_source, meta.cache_level, meta.cache_status = True, "exact", "redis", "hit"
-                prompt, prompt_token_ids = None, None
+            prompt, prompt_token_ids = prompt_info
+            meta.cache_hit, meta.cache_source, meta.cache_status = True, "semantic", "semantic_hit"
+            if self.cache_manager is not None:
+                self.cache_manager.stats.hits_semantic += 1
             output = output_from_entry(entry, request_id, kwargs.get("lora_request"), prompt, prompt_token_ids)
             collector.take_over(output)
             taken_over = True
@@ -382,27 +374,12 @@ class EnhancedAsyncLLM(AsyncLLM):
                 recorder.resolve(entry)  # identical requests waiting on this one get the same answer
             self._count_saving(entry)
             await self.abort(engine_request_id, internal=True)
-        except Exception:  # the cache layers fail open
-            logger.exception("cache race failed")
+        except Exception:  # the semantic layer fails open
+            logger.exception("semantic race failed")
         finally:
             collector.release()
             if isinstance(recorder, AnswerRecorder) and not taken_over:
                 recorder.live.set()
-
-    async def _semantic_answer(self, key: RequestKey, meta: OutputMetadata) -> CacheEntry | None:
-        """The cached answer of a verified paraphrase of ``key.question``, or None (the verdict goes to ``meta``)."""
-        refusal: dict[str, Any] = {}
-        match = await self.similarity_helper.lookup(key.scope, key.question, report=refusal)
-        if match is None:
-            if refusal:  # the verifier's (or the ambiguity rule's) decision, for the metadata
-                meta.verification, meta.similarity = refusal, refusal.get("similarity")
-            return None
-        meta.similarity = match.similarity
-        meta.verification = {"accepted": match.verdict.accepted, "reason": match.verdict.reason, "question": match.question}
-        entry = await self.cache_manager.get_quiet(match.entry_id) if self.cache_manager is not None else None
-        if entry is None:  # its answer is gone: drop the vector too
-            self._spawn(self.similarity_helper.remove(match.entry_id))
-        return entry
 
     def _plan(self, prompt: Any, params: SamplingParams, args: tuple, kwargs: dict[str, Any]) -> CachePlan:
         """Step 1: options and keys. Bad options raise VLLMValidationError; nothing else raises."""
