@@ -24,6 +24,24 @@ __all__ = ["AnswerRecorder", "FollowerFeed", "aborted_output", "output_from_entr
 NORMAL_FINISH = ("stop", "length")
 
 
+def _completion(index: int, text: str, token_ids: list[int], logprob: Any, reason: Any, stop: Any, lora_request: Any) -> CompletionOutput:
+    """One choice of a rebuilt output (cached answers carry no logprobs)."""
+    return CompletionOutput(
+        index=index, text=text, token_ids=list(token_ids), cumulative_logprob=logprob, logprobs=None,
+        finish_reason=reason, stop_reason=stop, lora_request=lora_request,
+    )
+
+
+def _request_output(
+    request_id: str, prompt: str | None, prompt_token_ids: list[int], completions: list[CompletionOutput],
+    finished: bool, lora_request: Any, **extra: Any,
+) -> RequestOutput:
+    return RequestOutput(
+        request_id=request_id, prompt=prompt, prompt_token_ids=list(prompt_token_ids), prompt_logprobs=None,
+        outputs=completions, finished=finished, lora_request=lora_request, **extra,
+    )
+
+
 def output_from_entry(
     entry: CacheEntry, request_id: str, lora_request: Any,
     prompt: str | None = None, prompt_token_ids: list[int] | None = None,
@@ -33,18 +51,13 @@ def output_from_entry(
     A semantic hit passes this request's own prompt (the entry's is another question).
     """
     completions = [
-        CompletionOutput(
-            index=c.index, text=c.text, token_ids=list(c.token_ids), cumulative_logprob=c.cumulative_logprob,
-            logprobs=None, finish_reason=c.finish_reason, stop_reason=c.stop_reason, lora_request=lora_request,
-        )
+        _completion(c.index, c.text, c.token_ids, c.cumulative_logprob, c.finish_reason, c.stop_reason, lora_request)
         for c in entry.completions
     ]
     if prompt_token_ids is None:
         prompt, prompt_token_ids = entry.prompt, entry.prompt_token_ids
-    return RequestOutput(
-        request_id=request_id, prompt=prompt, prompt_token_ids=list(prompt_token_ids),
-        prompt_logprobs=None, outputs=completions, finished=True, lora_request=lora_request,
-        num_cached_tokens=len(prompt_token_ids),
+    return _request_output(
+        request_id, prompt, prompt_token_ids, completions, True, lora_request, num_cached_tokens=len(prompt_token_ids)
     )
 
 
@@ -174,16 +187,10 @@ def aborted_output(recorder: AnswerRecorder, request_id: str, output_kind: Reque
     prompt, prompt_token_ids, choices = recorder.snapshot()
     delta = output_kind == RequestOutputKind.DELTA
     completions = [
-        CompletionOutput(
-            index=i, text="" if delta else text, token_ids=[] if delta else list(tokens), cumulative_logprob=end[2],
-            logprobs=None, finish_reason="abort", stop_reason=None, lora_request=lora_request,
-        )
+        _completion(i, "" if delta else text, [] if delta else tokens, end[2], "abort", None, lora_request)
         for i, (text, tokens, end) in choices.items()
     ]
-    return RequestOutput(
-        request_id=request_id, prompt=prompt, prompt_token_ids=list(prompt_token_ids or []), prompt_logprobs=None,
-        outputs=completions, finished=True, lora_request=lora_request,
-    )
+    return _request_output(request_id, prompt, prompt_token_ids or [], completions, True, lora_request)
 
 
 class FollowerFeed:
@@ -216,13 +223,7 @@ class FollowerFeed:
             chars, count = self._sent.get(i, (0, 0))
             if self._delta:
                 text, tokens = text[chars:], tokens[count:]
-            completions.append(CompletionOutput(
-                index=i, text=text, token_ids=list(tokens), cumulative_logprob=logprob, logprobs=None,
-                finish_reason=reason, stop_reason=stop, lora_request=self._lora,
-            ))
+            completions.append(_completion(i, text, tokens, logprob, reason, stop, self._lora))
             self._sent[i] = (chars + len(text), count + len(tokens)) if self._delta else (len(text), len(tokens))
         self.delivered, self.finished = True, finished
-        self._collector.put(RequestOutput(
-            request_id=self._request_id, prompt=prompt, prompt_token_ids=list(prompt_token_ids), prompt_logprobs=None,
-            outputs=completions, finished=finished, lora_request=self._lora,
-        ))
+        self._collector.put(_request_output(self._request_id, prompt, prompt_token_ids, completions, finished, self._lora))

@@ -455,7 +455,7 @@ class EnhancedAsyncLLM(AsyncLLM):
                 return
             if entry is not None:
                 self._count_coalesced(entry)
-                meta.cache_hit, meta.cache_source, meta.coalesced, meta.cache_status = True, "exact", True, "coalesced"
+                _mark_coalesced(meta)
                 collector.put(output_from_entry(entry, request_id, kwargs.get("lora_request")))
                 return
             # The leader ended without an answer (aborted or failed): generate ourselves.
@@ -486,8 +486,7 @@ class EnhancedAsyncLLM(AsyncLLM):
             live.cancel()
         if leader.done():
             return None
-        meta = collector.metadata
-        meta.cache_hit, meta.cache_source, meta.coalesced, meta.cache_status = True, "exact", True, "coalesced"
+        _mark_coalesced(collector.metadata)
         feed = FollowerFeed(recorder, collector, request_id, params.output_kind, kwargs.get("lora_request"))
         return feed if recorder.follow(feed) else None
 
@@ -710,6 +709,11 @@ def _split_enhancements(kwargs: dict[str, Any]) -> tuple[_Enhancements, dict[str
     names = ("cache_config", "similarity_config", "handler_config", "cache_manager", "similarity_helper", "nlp_analyzer")
     picked = {name: kwargs.pop(name) for name in names if name in kwargs}
     return _Enhancements(**picked), kwargs
+
+
+def _mark_coalesced(meta: OutputMetadata) -> None:
+    """The request is answered by an identical one in flight."""
+    meta.cache_hit, meta.cache_source, meta.coalesced, meta.cache_status = True, "exact", True, "coalesced"
 
 
 def _local_id(request_id: str, kind: str) -> str:
