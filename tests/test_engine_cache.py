@@ -157,12 +157,12 @@ async def test_followers_fall_back_when_leader_is_aborted(enhanced_llm):
 
 
 async def _streaming_leader(llm, prompt, params, min_tokens=4):
-    """The recorder of the in-flight request for ``prompt``, once it has produced ``min_tokens``."""
-    key = llm._keys.build(prompt, params).exact
+    """The flight of the in-flight request for ``prompt``, once it has produced ``min_tokens``."""
     for _ in range(2000):
-        recorder = llm._flights.stream(key)
-        if recorder is not None and sum(len(t) for _, t, _ in recorder.snapshot()[2].values()) >= min_tokens:
-            return recorder
+        for flight in llm.flights.all():
+            if flight.driver.prompt_text == prompt and flight.live:
+                if sum(len(c.token_ids) for c in flight.recorder.choices.values()) >= min_tokens:
+                    return flight
         await asyncio.sleep(0.002)
     raise AssertionError("the leader never started streaming")
 
@@ -221,9 +221,9 @@ async def test_a_leader_aborted_by_its_reader_runs_on_for_its_followers(enhanced
     reference = await run(enhanced_llm, prompt, greedy(400, extra_args={"enhanced_llm": {"cache": "bypass"}}), rid())
     leader_id = rid()
     leader = asyncio.create_task(run(enhanced_llm, prompt, params, leader_id))
-    recorder = await _streaming_leader(enhanced_llm, prompt, params)
+    flight = await _streaming_leader(enhanced_llm, prompt, params)
     followers = [asyncio.create_task(run(enhanced_llm, prompt, params, rid())) for _ in range(2)]
-    await _until(lambda: len(recorder._followers) == 2)
+    await _until(lambda: len(flight.followers) == 2)
     await enhanced_llm.abort(leader_id)  # the leader's own client gives up
     aborted = await asyncio.wait_for(leader, 10)
     assert aborted.finished and aborted.finish_reasons[0] == "abort"
@@ -239,9 +239,9 @@ async def test_the_engine_request_stops_when_its_last_reader_leaves(enhanced_llm
     params = greedy(400, output_kind=RequestOutputKind.DELTA)
     leader_id, follower_id = rid(), rid()
     leader = asyncio.create_task(run(enhanced_llm, prompt, params, leader_id))
-    recorder = await _streaming_leader(enhanced_llm, prompt, params)
+    flight = await _streaming_leader(enhanced_llm, prompt, params)
     follower = asyncio.create_task(run(enhanced_llm, prompt, params, follower_id))
-    await _until(lambda: recorder.followed)
+    await _until(lambda: bool(flight.followers))
     await enhanced_llm.abort(leader_id)
     await asyncio.sleep(0.05)
     assert enhanced_llm.output_processor.get_num_unfinished_requests() == 1  # runs on for the follower

@@ -1,229 +1,250 @@
-"""Answers: recording an engine request's outputs into a cache entry, and rebuilding outputs from one.
+"""Answers: recording an engine request's outputs, and building vLLM outputs from a recorded answer.
 
-A recorder is also the live stream that coalesced followers read: a
-:class:`FollowerFeed` turns what the leader's recorder has seen so far into
-outputs of the follower's own kind (deltas or cumulative), as they come.
+* :class:`AnswerRecorder` watches one engine request's outputs (DELTA or CUMULATIVE) and
+  keeps, per choice, the text and token ids so far. It keeps *references* to what vLLM hands
+  out (a cumulative output's token list is the detokenizer's own list; prompt token ids are
+  shared by every output of a request) and copies once, when a finished answer becomes a
+  :class:`~enhanced_llm.cache.entry.CacheEntry`. So recording costs O(new tokens) per step,
+  whatever the prompt length and however many coalesced requests read along.
+* :func:`output_from_entry` rebuilds the finished ``RequestOutput`` the engine produced, for
+  the request being answered (its own request id, prompt and prompt token ids).
+* :func:`progress_output` is what vLLM sends a request at a given point of its generation:
+  an intermediate output, or the final output of an abort (``finish_reason="abort"``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from vllm.outputs import CompletionOutput, RequestOutput
-from vllm.sampling_params import RequestOutputKind, SamplingParams
+from vllm.sampling_params import RequestOutputKind
 
 from .cache.entry import CachedCompletion, CacheEntry
 from .cache.keys import RequestKey
 
-__all__ = ["AnswerRecorder", "FollowerFeed", "aborted_output", "output_from_entry", "NORMAL_FINISH"]
+__all__ = [
+    "NORMAL_FINISH", "AnswerRecorder", "RecordedChoice", "Sent", "entry_fits", "output_from_entry", "progress_output",
+    "request_output",
+]
 
 #: Finish reasons of an answer worth storing; anything else (abort, error) is never cached.
 NORMAL_FINISH = ("stop", "length")
 
 
-def _completion(index: int, text: str, token_ids: list[int], logprob: Any, reason: Any, stop: Any, lora_request: Any) -> CompletionOutput:
-    """One choice of a rebuilt output (cached answers carry no logprobs)."""
-    return CompletionOutput(
-        index=index, text=text, token_ids=list(token_ids), cumulative_logprob=logprob, logprobs=None,
-        finish_reason=reason, stop_reason=stop, lora_request=lora_request,
+class RecordedChoice:
+    """One choice of a running request: its text as parts (no quadratic concatenation), its token
+    ids, and how it ended (``finish_reason`` None while it runs)."""
+
+    __slots__ = ("index", "_parts", "chars", "token_ids", "finish_reason", "stop_reason", "cumulative_logprob")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self._parts: list[str] = []
+        self.chars = 0
+        self.token_ids: list[int] = []
+        self.finish_reason: str | None = None
+        self.stop_reason: int | str | None = None
+        self.cumulative_logprob: float | None = None
+
+    def add(self, output: CompletionOutput, delta: bool) -> None:
+        if delta:
+            if output.text:
+                self._parts.append(output.text)
+                self.chars += len(output.text)
+            self.token_ids.extend(output.token_ids)
+        else:  # cumulative: everything so far; keep the references
+            self._parts = [output.text] if output.text else []
+            self.chars = len(output.text)
+            self.token_ids = output.token_ids  # type: ignore[assignment]
+        self.finish_reason = output.finish_reason
+        self.stop_reason = output.stop_reason
+        self.cumulative_logprob = output.cumulative_logprob
+
+    @property
+    def text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    def text_since(self, offset: int) -> str:
+        """The text after the first ``offset`` characters (O(new text))."""
+        if offset >= self.chars:
+            return ""
+        tail, length = [], self.chars
+        for part in reversed(self._parts):
+            if length <= offset:
+                break
+            tail.append(part if length - len(part) >= offset else part[offset - (length - len(part)) :])
+            length -= len(part)
+        return "".join(reversed(tail))
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+class AnswerRecorder:
+    """The outputs of one engine request so far, choice by choice (see the module docstring)."""
+
+    def __init__(self, n: int, delta: bool) -> None:
+        self.n = n
+        self._delta = delta
+        self.choices: dict[int, RecordedChoice] = {}
+        self.prompt: str | None = None
+        self.prompt_token_ids: list[int] | None = None
+        self.num_cached_tokens = 0
+        self.finished = False
+        self.steps = 0  #: outputs recorded
+        self._started = time.perf_counter()
+
+    def record(self, output: RequestOutput) -> None:
+        for completion in output.outputs:
+            choice = self.choices.get(completion.index)
+            if choice is None:
+                choice = self.choices[completion.index] = RecordedChoice(completion.index)
+            choice.add(completion, self._delta)
+        if output.prompt_token_ids is not None:
+            self.prompt_token_ids = output.prompt_token_ids
+        if output.prompt is not None:
+            self.prompt = output.prompt
+        self.num_cached_tokens = output.num_cached_tokens or 0
+        self.finished = output.finished
+        self.steps += 1
+
+    @property
+    def complete(self) -> bool:
+        """Every choice ended normally (``stop`` / ``length``): the answer may be stored."""
+        return (
+            self.finished
+            and len(self.choices) == self.n
+            and all(c.finish_reason in NORMAL_FINISH for c in self.choices.values())
+        )
+
+    def entry(self, key: RequestKey, max_tokens: int) -> CacheEntry | None:
+        """The finished answer as a cache entry (copied here, once), or None when it must not be stored."""
+        if not self.complete or self.prompt_token_ids is None:
+            return None
+        completions = [
+            CachedCompletion(c.index, c.text, list(c.token_ids), c.cumulative_logprob, c.finish_reason, c.stop_reason)  # type: ignore[arg-type]
+            for c in sorted(self.choices.values(), key=lambda c: c.index)
+        ]
+        if sum(len(c.token_ids) for c in completions) > max_tokens:
+            return None
+        return CacheEntry(
+            key=key.exact, scope=key.scope, prompt=self.prompt, prompt_token_ids=list(self.prompt_token_ids),
+            completions=completions, question=key.question, generation_seconds=time.perf_counter() - self._started,
+        )
+
+
+def entry_fits(entry: CacheEntry, max_tokens: int | None) -> bool:
+    """Whether a stored answer is what the engine would give a request allowed ``max_tokens``
+    (the semantic cache ignores ``max_tokens`` in its scope and checks this instead): every
+    choice stopped by itself within the limit, or was cut at exactly that limit."""
+    if max_tokens is None:
+        return all(c.finish_reason == "stop" for c in entry.completions)
+    return all(
+        (c.finish_reason == "stop" and len(c.token_ids) <= max_tokens)
+        or (c.finish_reason == "length" and len(c.token_ids) == max_tokens)
+        for c in entry.completions
     )
 
 
-def _request_output(
+def _completion(index: int, text: str, token_ids: Sequence[int], logprob: Any, reason: Any, stop: Any, lora: Any) -> CompletionOutput:
+    """One choice of a rebuilt output (cached answers carry no logprobs)."""
+    return CompletionOutput(
+        index=index, text=text, token_ids=token_ids, cumulative_logprob=logprob, logprobs=None,  # type: ignore[arg-type]
+        finish_reason=reason, stop_reason=stop, lora_request=lora,
+    )
+
+
+def request_output(
     request_id: str, prompt: str | None, prompt_token_ids: list[int], completions: list[CompletionOutput],
-    finished: bool, lora_request: Any, **extra: Any,
+    finished: bool, lora_request: Any, num_cached_tokens: int = 0,
 ) -> RequestOutput:
     return RequestOutput(
-        request_id=request_id, prompt=prompt, prompt_token_ids=list(prompt_token_ids), prompt_logprobs=None,
-        outputs=completions, finished=finished, lora_request=lora_request, **extra,
+        request_id=request_id, prompt=prompt, prompt_token_ids=prompt_token_ids, prompt_logprobs=None,
+        outputs=completions, finished=finished, lora_request=lora_request, num_cached_tokens=num_cached_tokens,
     )
 
 
 def output_from_entry(
-    entry: CacheEntry, request_id: str, lora_request: Any,
-    prompt: str | None = None, prompt_token_ids: list[int] | None = None,
+    entry: CacheEntry, request_id: str, lora_request: Any, prompt: str | None, prompt_token_ids: list[int]
 ) -> RequestOutput:
-    """A finished ``RequestOutput`` equal to the one the engine produced.
-
-    A semantic hit passes this request's own prompt (the entry's is another question).
-    """
+    """The finished output the engine produced for ``entry``, addressed to the request being answered:
+    its own id, prompt text and prompt token ids (a semantic hit's entry answered another question)."""
     completions = [
-        _completion(c.index, c.text, c.token_ids, c.cumulative_logprob, c.finish_reason, c.stop_reason, lora_request)
+        _completion(c.index, c.text, list(c.token_ids), c.cumulative_logprob, c.finish_reason, c.stop_reason, lora_request)
         for c in entry.completions
     ]
-    if prompt_token_ids is None:
-        prompt, prompt_token_ids = entry.prompt, entry.prompt_token_ids
-    return _request_output(
+    return request_output(
         request_id, prompt, prompt_token_ids, completions, True, lora_request, num_cached_tokens=len(prompt_token_ids)
     )
 
 
-class AnswerRecorder:
-    """Observes one engine request's outputs and builds its :class:`CacheEntry`.
+class Sent:
+    """How much of one choice a reader has been sent."""
 
-    ``on_done(entry, storable)`` is called once: with the entry when every choice
-    ended normally (``stop`` / ``length``) within ``max_tokens`` output tokens, with
-    None when the request was aborted, failed or cut short, and with
-    ``storable=False`` when the request was answered elsewhere (a semantic hit).
+    __slots__ = ("chars", "tokens", "ended")
 
-    Followers (:meth:`follow`) are called after every output once the stream is
-    ``live``: from the start, or after a semantic race the engine's answer won.
+    def __init__(self) -> None:
+        self.chars = 0
+        self.tokens = 0
+        self.ended = False
+
+
+def progress_output(
+    recorder: AnswerRecorder,
+    request_id: str,
+    output_kind: RequestOutputKind,
+    lora_request: Any,
+    sent: dict[int, Sent],
+    prompt: str | None,
+    prompt_token_ids: list[int],
+    abort: bool = False,
+) -> RequestOutput | None:
+    """What a reader of ``recorder``'s request is sent now, in its own output kind, or None.
+
+    ``sent`` (per choice index: what this reader was already sent) is updated. DELTA readers get
+    what is new; CUMULATIVE readers everything so far of each changed choice; FINAL_ONLY readers
+    one output at the end with every choice. With ``abort`` this is the final output of an aborted
+    request, as vLLM builds it: every choice, ``finish_reason="abort"`` on those still running,
+    nothing new of them in DELTA mode and everything so far otherwise.
     """
-
-    def __init__(
-        self, key: RequestKey, params: SamplingParams, on_done: Callable[[CacheEntry | None, bool], None], max_tokens: int
-    ) -> None:
-        self._key = key
-        self._n = params.n
-        self._delta = params.output_kind == RequestOutputKind.DELTA
-        self._on_done: Callable[[CacheEntry | None, bool], None] | None = on_done
-        self._max_tokens = max_tokens
-        self._started = time.perf_counter()
-        self._texts: dict[int, str] = {}
-        self._tokens: dict[int, list[int]] = {}
-        self._ends: dict[int, tuple[str | None, int | str | None, float | None]] = {}
-        self._prompt: str | None = None
-        self._prompt_token_ids: list[int] | None = None
-        self.live = asyncio.Event()  #: set when the engine's outputs are this request's answer
-        self.engine_request_id: str | None = None
-        self.orphaned = False  #: its own reader went away; the engine request runs on for followers
-        self._followers: list[Callable[[Any], None]] = []
-
-    def __call__(self, output: Any) -> None:
-        if self._on_done is None:
-            return
-        if not isinstance(output, RequestOutput):  # an exception: the request failed
-            self._tell_followers(output)
-            self.abandon()
-            return
-        for c in output.outputs:
-            if self._delta:
-                self._texts[c.index] = self._texts.get(c.index, "") + c.text
-                self._tokens.setdefault(c.index, []).extend(c.token_ids)
-            else:  # cumulative or final-only: each output holds everything so far (copy: vLLM reuses lists)
-                self._texts[c.index] = c.text
-                self._tokens[c.index] = list(c.token_ids)
-            self._ends[c.index] = (c.finish_reason, c.stop_reason, c.cumulative_logprob)
-        if output.prompt_token_ids is not None:
-            self._prompt_token_ids = list(output.prompt_token_ids)
-        self._prompt = output.prompt if output.prompt is not None else self._prompt
-        self._tell_followers(None)
-        if output.finished:
-            self._done(self._entry(), True)
-
-    # -- followers ---------------------------------------------------------------------------
-
-    def follow(self, feed: Callable[[Any], None]) -> bool:
-        """Call ``feed(None)`` now and after every output (``feed(exc)`` if the request fails).
-
-        False when the answer is already decided (then wait for the flight's entry instead).
-        """
-        if self._on_done is None or not self.live.is_set():
-            return False
-        self._followers.append(feed)
-        feed(None)
-        return True
-
-    def unfollow(self, feed: Callable[[Any], None]) -> None:
-        if feed in self._followers:
-            self._followers.remove(feed)
-
-    @property
-    def n(self) -> int:
-        """Choices per request (``SamplingParams.n``)."""
-        return self._n
-
-    @property
-    def followed(self) -> bool:
-        return bool(self._followers)
-
-    def _tell_followers(self, error: Any) -> None:
-        if not self.live.is_set():
-            return
-        for feed in list(self._followers):
-            feed(error)
-
-    def snapshot(self) -> tuple[str | None, list[int] | None, dict[int, tuple[str, list[int], tuple[Any, Any, Any]]]]:
-        """(prompt, prompt token ids, {index: (text, token ids, (finish reason, stop reason, logprob))}) so far."""
-        choices = {i: (self._texts.get(i, ""), self._tokens.get(i, []), self._ends[i]) for i in sorted(self._ends)}
-        return self._prompt, self._prompt_token_ids, choices
-
-    def _entry(self) -> CacheEntry | None:
-        if len(self._ends) != self._n or self._prompt_token_ids is None:
-            return None
-        if any(reason not in NORMAL_FINISH for reason, _, _ in self._ends.values()):
-            return None  # aborted, errored, or cut short: never cached
-        completions = [
-            CachedCompletion(i, self._texts[i], self._tokens[i], self._ends[i][2], self._ends[i][0], self._ends[i][1])  # type: ignore[arg-type]
-            for i in sorted(self._ends)
-        ]
-        entry = CacheEntry(
-            key=self._key.exact, scope=self._key.scope, prompt=self._prompt,
-            prompt_token_ids=self._prompt_token_ids, completions=completions, question=self._key.question,
-            generation_seconds=time.perf_counter() - self._started,
-        )
-        return entry if entry.num_output_tokens <= self._max_tokens else None
-
-    def abandon(self) -> None:
-        """The request ended without a storable answer."""
-        self._done(None, False)
-
-    def resolve(self, entry: CacheEntry) -> None:
-        """The request was answered from the semantic cache: nothing to store, waiters get ``entry``."""
-        self._done(entry, False)
-
-    def _done(self, entry: CacheEntry | None, storable: bool) -> None:
-        on_done, self._on_done = self._on_done, None
-        if on_done is not None:
-            on_done(entry, storable)
-
-
-def aborted_output(recorder: AnswerRecorder, request_id: str, output_kind: RequestOutputKind, lora_request: Any) -> RequestOutput:
-    """The final output of a request its reader aborted: what vLLM would send (nothing new in DELTA
-    mode, everything so far otherwise), ``finish_reason="abort"``."""
-    prompt, prompt_token_ids, choices = recorder.snapshot()
+    finished = abort or (recorder.finished and len(recorder.choices) == recorder.n)
+    if output_kind == RequestOutputKind.FINAL_ONLY and not finished:
+        return None
     delta = output_kind == RequestOutputKind.DELTA
-    completions = [
-        _completion(i, "" if delta else text, [] if delta else tokens, end[2], "abort", None, lora_request)
-        for i, (text, tokens, end) in choices.items()
-    ]
-    return _request_output(request_id, prompt, prompt_token_ids or [], completions, True, lora_request)
-
-
-class FollowerFeed:
-    """Puts a leader's recorded stream into a follower's collector, in the follower's output kind."""
-
-    def __init__(self, recorder: AnswerRecorder, collector: Any, request_id: str, output_kind: RequestOutputKind, lora_request: Any) -> None:
-        self.recorder = recorder
-        self._collector = collector
-        self._request_id = request_id
-        self._delta = output_kind == RequestOutputKind.DELTA
-        self._lora = lora_request
-        self._sent: dict[int, tuple[int, int]] = {}  # index -> (chars, tokens) delivered
-        self.delivered = False  #: something reached the follower
-        self.finished = False  #: the final output (or an error) reached the follower
-
-    def __call__(self, error: Any) -> None:
-        if self.finished:
-            return
-        if error is not None:
-            if self.delivered:  # half an answer is out: the follower fails as the leader did
-                self.finished = True
-                self._collector.put(error)
-            return
-        prompt, prompt_token_ids, choices = self.recorder.snapshot()
-        if not choices or prompt_token_ids is None:
-            return
-        finished = len(choices) == self.recorder.n and all(end[0] is not None for _, _, end in choices.values())
-        completions = []
-        for i, (text, tokens, (reason, stop, logprob)) in choices.items():
-            chars, count = self._sent.get(i, (0, 0))
-            if self._delta:
-                text, tokens = text[chars:], tokens[count:]
-            completions.append(_completion(i, text, tokens, logprob, reason, stop, self._lora))
-            self._sent[i] = (chars + len(text), count + len(tokens)) if self._delta else (len(text), len(tokens))
-        self.delivered, self.finished = True, finished
-        self._collector.put(_request_output(self._request_id, prompt, prompt_token_ids, completions, finished, self._lora))
+    everything = finished and output_kind != RequestOutputKind.DELTA
+    completions = []
+    for index in range(recorder.n):
+        choice = recorder.choices.get(index)
+        if choice is None:
+            if not abort:
+                continue
+            choice = RecordedChoice(index)
+        seen = sent.get(index)
+        if seen is None:
+            seen = sent[index] = Sent()
+        running = not choice.finished
+        changed = seen.tokens < len(choice.token_ids) or seen.chars < choice.chars or choice.finished != seen.ended
+        if not (changed or everything or (abort and running)):
+            continue
+        if running and abort:
+            reason, stop = "abort", None
+        else:
+            reason, stop = choice.finish_reason, choice.stop_reason
+        if not delta:
+            text, tokens = choice.text, choice.token_ids
+        elif running and abort:
+            text, tokens = "", []
+        else:
+            text, tokens = choice.text_since(seen.chars), choice.token_ids[seen.tokens :]
+        completions.append(_completion(index, text, tokens, choice.cumulative_logprob, reason, stop, lora_request))
+        seen.chars, seen.tokens, seen.ended = choice.chars, len(choice.token_ids), True if abort else choice.finished
+    if not completions:
+        return None
+    return request_output(
+        request_id, prompt, prompt_token_ids, completions, finished, lora_request, recorder.num_cached_tokens
+    )

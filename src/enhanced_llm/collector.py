@@ -5,8 +5,8 @@ It is a ``RequestOutputCollector``, so ``AsyncLLM.generate()`` reads it with
 
 * every ``RequestOutput`` it hands out carries ``.metadata`` (see
   :class:`~enhanced_llm.metadata.OutputMetadata`);
-* an optional *observer* sees each output the engine puts in, in order, before
-  any merging: the engine uses it to store finished answers;
+* the engine's outputs go through the request's flow (see :mod:`enhanced_llm.engine.flow`),
+  which records answers, feeds coalesced requests and decides what the reader gets;
 * ``aiter()`` / ``get_outputs()`` yield :class:`EnhancedOutput` items
   (``.text``, ``.finished``, ``.metadata``, ``.error``) and turn errors into an
   item with ``.error`` set instead of raising (the v2 handler API).
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +30,6 @@ from .metadata import OutputMetadata
 __all__ = ["EnhancedOutput", "EnhancedRequestOutputCollector"]
 
 logger = logging.getLogger(__name__)
-
-Observer = Callable[[Any], None]
-
 
 @dataclass(slots=True)
 class EnhancedOutput:
@@ -53,67 +50,45 @@ class EnhancedOutput:
 
 
 class EnhancedRequestOutputCollector(RequestOutputCollector):
-    """A ``RequestOutputCollector`` that stamps metadata and lets the engine observe outputs."""
+    """A ``RequestOutputCollector`` that stamps metadata; the engine's outputs go through its request's flow.
+
+    vLLM's output processor calls :meth:`put` with the engine's outputs. When the collector
+    belongs to a :class:`~enhanced_llm.engine.flow.RequestFlow`, the flow decides what the reader
+    is sent (it records the answer, feeds coalesced requests, ignores an engine request the
+    semantic cache answered) and hands it over with :meth:`deliver`.
+    """
 
     def __init__(
         self,
         output_kind: RequestOutputKind,
         request_id: str,
         metadata: OutputMetadata | None = None,
-        observer: Observer | None = None,
+        flow: Any = None,
     ) -> None:
         super().__init__(output_kind, request_id)
         self.metadata = metadata or OutputMetadata()
-        self.observer = observer
+        self.flow = flow
         self.delivered = 0  #: outputs handed to the reader so far
-        self.first_put = asyncio.Event()  #: set when the engine (or the cache) put the first output
+        self.first_put = asyncio.Event()  #: set when the first output (engine or cache) arrived
         self._gate: asyncio.Event | None = None
-        self._sealed = False
-        self._reader_gone = False
         self._enrichment: list[asyncio.Task] = []
         self._enrichment_timeout = 0.0
-
-    @classmethod
-    def finished_with(
-        cls, output: RequestOutput, output_kind: RequestOutputKind, request_id: str, metadata: OutputMetadata
-    ) -> EnhancedRequestOutputCollector:
-        """A collector already holding one finished output (a cache answer)."""
-        collector = cls(output_kind, request_id, metadata)
-        collector.put(output)
-        return collector
 
     # -- producer side -----------------------------------------------------------------------
 
     def put(self, output: Any) -> None:
+        """An engine output (or error), from vLLM's output processor."""
+        if self.flow is not None:
+            self.flow.engine_output(output)
+        else:
+            self.deliver(output)
+
+    def deliver(self, output: Any) -> None:
+        """Queue ``output`` for the reader (merged with undelivered ones, as vLLM does)."""
         self.first_put.set()
-        if self._sealed:  # answered from the semantic cache: the aborted engine request is ignored
-            return
-        if self.observer is not None:
-            try:
-                self.observer(output)
-            except Exception:  # observing must never break the stream
-                logger.exception("output observer failed for %s", self.request_id)
-        if self._reader_gone:  # aborted by its reader; the engine request runs on for the observer
-            return
         if isinstance(output, RequestOutput) and output.finished:
             self.metadata.finished_at = time.perf_counter()
         super().put(output)
-
-    def take_over(self, output: RequestOutput) -> None:
-        """Replace the engine's stream by this finished output (a semantic hit before the first token)."""
-        self._sealed = True
-        self.first_put.set()
-        self.observer = None
-        self.output = None
-        self.metadata.finished_at = time.perf_counter()
-        super().put(output)
-
-    def end_for_reader(self, final: RequestOutput) -> None:
-        """Give the reader ``final`` (its abort) while the engine request runs on: later outputs
-        reach only the observer (coalesced followers are still reading them)."""
-        super().put(final)
-        self.metadata.finished_at = time.perf_counter()
-        self._reader_gone = True
 
     # -- holding outputs back ------------------------------------------------------------------
 

@@ -64,6 +64,11 @@ class CachePlan:
     status: str
 
     @property
+    def cacheable(self) -> bool:
+        """Whether the cache takes part (keys are built after validation)."""
+        return self.status not in ("disabled", "bypass") and not self.status.startswith("uncacheable")
+
+    @property
     def read(self) -> bool:
         return self.key is not None and self.options.cache in ("default", "no-store")
 

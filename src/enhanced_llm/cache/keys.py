@@ -13,8 +13,12 @@ would produce the same output. It hashes, in a canonical encoding:
 * the tenant scope,
 * the prompt: its text, or its token ids (a different namespace from text).
 
-The **scope key** is the same hash without the prompt: the semantic cache only
-compares questions that share it. For a prompt rendered with the model's chat
+The **scope key** is the same hash without the prompt: the semantic cache only compares
+questions that share it. In the scope, a ``max_tokens`` that reaches the end of the context
+(``max_model_len`` minus the prompt: what vLLM and its server fill in when the client sets
+none) counts as "open-ended", so two paraphrases of different lengths still share a scope;
+the semantic cache then checks that a stored answer fits the request's own ``max_tokens``.
+A prompt's ``cache_salt`` is part of the scope, so it separates exact and semantic entries alike. For a prompt rendered with the model's chat
 template (see :mod:`.chat_turns`), the **question** is the last user message and
 the conversation before it joins the scope, so paraphrases only match within the
 same conversation (same system prompt, same earlier turns).
@@ -65,11 +69,13 @@ class RequestKey:
     """The keys of one request."""
 
     exact: str
-    """Hex digest naming the answer (scope + prompt)."""
+    """Hex digest naming the answer (scope + max_tokens + prompt)."""
     scope: str
     """Hex digest of everything but the question: the semantic cache's partition."""
     question: str | None
     """The prompt text, or a chat prompt's last user message (what the semantic cache and NLP look at)."""
+    max_tokens: int | None = None
+    """The request's ``max_tokens`` (a semantic hit must fit it)."""
 
 
 def model_fingerprint(model_config: Any) -> dict[str, Any]:
@@ -93,13 +99,18 @@ class KeyBuilder:
         tenant: str = "",
         lora_request: Any = None,
         kwargs: Mapping[str, Any] | None = None,
+        open_ended: bool = False,
     ) -> RequestKey:
-        """Return the keys, or raise :class:`Uncacheable` with the reason."""
-        kind, body, text = _canonical_prompt(prompt)
-        scope = self.scope(params, tenant=tenant, lora_request=lora_request, kwargs=kwargs)
-        exact = hashlib.blake2b(scope + kind + body, digest_size=16).hexdigest()
+        """Return the keys, or raise :class:`Uncacheable` with the reason. ``open_ended``: the
+        request's ``max_tokens`` reaches the end of the context (see the module docstring)."""
+        kind, salt, body, text = _canonical_prompt(prompt)
+        max_tokens = getattr(params, "max_tokens", None)
+        scope = self._scope_digest(params, tenant, lora_request, kwargs or {}, salt, None if open_ended else max_tokens)
+        exact = hashlib.blake2b(
+            scope + b"max_tokens:" + str(max_tokens).encode() + b"\0" + kind + body, digest_size=16
+        ).hexdigest()
         context, question = self.split(text)
-        return RequestKey(exact=exact, scope=_with_context(scope, context).hex(), question=question)
+        return RequestKey(exact=exact, scope=_with_context(scope, context).hex(), question=question, max_tokens=max_tokens)
 
     def split(self, text: str | None) -> tuple[str | None, str | None]:
         """``(context, question)``: a rendered chat prompt's conversation and last user message,
@@ -109,21 +120,30 @@ class KeyBuilder:
 
     def scope(
         self, params: Any, *, tenant: str = "", lora_request: Any = None, kwargs: Mapping[str, Any] | None = None,
-        context: str | None = None,
+        context: str | None = None, salt: str | None = None,
     ) -> bytes:
-        """The scope digest: everything that decides the answer except the prompt (or, with a chat
-        ``context``, except the last user message)."""
+        """The semantic scope digest: everything that decides the answer except the question
+        (with a chat ``context``: within that conversation)."""
+        max_tokens = getattr(params, "max_tokens", None)
+        return _with_context(self._scope_digest(params, tenant, lora_request, kwargs or {}, salt, max_tokens), context)
+
+    def _scope_digest(
+        self, params: Any, tenant: str, lora_request: Any, kwargs: Mapping[str, Any], salt: str | None,
+        max_tokens: int | None,
+    ) -> bytes:
         scope_doc = {
             "params": _canonical_params(params),
+            "max_tokens": max_tokens,
             "lora": _canonical_lora(lora_request),
-            "kwargs": _canonical_kwargs(kwargs or {}),
+            "kwargs": _canonical_kwargs(kwargs),
             "tenant": tenant,
+            "cache_salt": salt,
         }
         try:
             scope_bytes = self._base + _encoder.encode(scope_doc)
         except (TypeError, msgspec.EncodeError) as exc:
             raise Uncacheable("unhashable_params") from exc
-        return _with_context(hashlib.blake2b(scope_bytes, digest_size=16).digest(), context)
+        return hashlib.blake2b(scope_bytes, digest_size=16).digest()
 
 
 def _with_context(scope: bytes, context: str | None) -> bytes:
@@ -133,10 +153,10 @@ def _with_context(scope: bytes, context: str | None) -> bytes:
     return hashlib.blake2b(scope + b"chat-context:" + _text_bytes(context), digest_size=16).digest()
 
 
-def _canonical_prompt(prompt: Any) -> tuple[bytes, bytes, str | None]:
-    """(namespace, bytes, question text) for a text or token prompt."""
+def _canonical_prompt(prompt: Any) -> tuple[bytes, str | None, bytes, str | None]:
+    """(namespace, cache salt, bytes, question text) for a text or token prompt."""
     if isinstance(prompt, str):
-        return b"T", _text_bytes(prompt), prompt
+        return b"T", None, _text_bytes(prompt), prompt
     if not isinstance(prompt, Mapping):
         raise Uncacheable(f"prompt_type:{type(prompt).__name__}")
     if prompt.get("type", "token" if "prompt_token_ids" in prompt else "text") not in ("token", "text"):
@@ -144,7 +164,7 @@ def _canonical_prompt(prompt: Any) -> tuple[bytes, bytes, str | None]:
     unknown = set(prompt) - _IGNORED_PROMPT_KEYS - {"prompt", "prompt_token_ids", "cache_salt"}
     if unknown:  # multimodal data, embeddings, encoder/decoder parts ...
         raise Uncacheable("prompt_fields:" + ",".join(sorted(map(str, unknown))))
-    salt = _text_bytes(str(prompt["cache_salt"])) if prompt.get("cache_salt") is not None else b""
+    salt = str(prompt["cache_salt"]) if prompt.get("cache_salt") is not None else None
     text = prompt.get("prompt")
     if not (text is None or isinstance(text, str)):
         raise Uncacheable("prompt_type")
@@ -154,10 +174,10 @@ def _canonical_prompt(prompt: Any) -> tuple[bytes, bytes, str | None]:
             body = _encoder.encode([int(t) for t in token_ids])
         except (TypeError, ValueError) as exc:
             raise Uncacheable("prompt_token_ids") from exc
-        return b"I" + salt, body, text
+        return b"I", salt, body, text
     if text is None:
         raise Uncacheable("prompt_empty")
-    return b"T" + salt, _text_bytes(text), text
+    return b"T", salt, _text_bytes(text), text
 
 
 def _text_bytes(text: str) -> bytes:
@@ -169,6 +189,7 @@ def _canonical_params(params: Any) -> dict[str, Any]:
     if fields is None:
         raise Uncacheable(f"params_type:{type(params).__name__}")
     doc = {f: getattr(params, f) for f in fields if not f.startswith("_") and f not in IGNORED_PARAMS}
+    doc.pop("max_tokens", None)  # the scope has it normalised (see the module docstring)
     extra = dict(params.extra_args or {})
     extra.pop("enhanced_llm", None)
     doc["extra_args"] = extra or None
