@@ -8,6 +8,9 @@ assignment) with a :class:`~enhanced_llm.errors.ConfigurationError`-compatible
     vllm_config.engine_args.model = "Qwen/Qwen2.5-0.5B-Instruct"
     handler_config = HandlerConfig()
     handler_config.features.enable_nlp_enhancement = True
+
+``embedded:<preset>`` model names are defined and built by :mod:`enhanced_llm.models`,
+which imports nothing from this module (so the dependency runs one way only).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import ConfigurationError
+from .models import EMBEDDED_MODEL_PREFIX, resolve_model
 
 __all__ = [
     "CacheType",
@@ -29,12 +33,8 @@ __all__ = [
     "FeatureFlags",
     "NLPConfig",
     "HandlerConfig",
-    "EMBEDDED_MODEL_PREFIX",
+    "EMBEDDED_MODEL_PREFIX",  # defined with the embedded models (enhanced_llm.models), re-exported
 ]
-
-#: Model names starting with this prefix name the locally built random-weight
-#: test models of :mod:`enhanced_llm.models` ("embedded:tiny", "embedded:bench").
-EMBEDDED_MODEL_PREFIX = "embedded:"
 
 _MUTABLE = ConfigDict(validate_assignment=True, extra="forbid")
 
@@ -74,8 +74,6 @@ class EngineArgsConfig(BaseModel):
     def to_engine_args(self) -> Any:
         """Build vLLM's ``AsyncEngineArgs``; raises :class:`ConfigurationError` on unknown fields."""
         from vllm.engine.arg_utils import AsyncEngineArgs
-
-        from .models import resolve_model
 
         known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
         values = {k: v for k, v in self.model_dump().items() if v is not None}

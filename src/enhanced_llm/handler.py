@@ -9,7 +9,7 @@ service needs around it:
   reported as a finished output with ``.error`` instead of an exception;
 * ``health_check()`` from real component probes, and ``get_stats()``;
 * the polling API of the old handlers (``add_request`` + ``get_result``), from
-  :class:`~enhanced_llm.legacy.LegacyPollingMixin`.
+  :class:`~enhanced_llm.polling.LegacyPollingMixin`.
 
 Build one with :func:`enhanced_llm.factory.create_enhanced_system`.
 """
@@ -28,8 +28,8 @@ from .collector import EnhancedRequestOutputCollector
 from .config import HandlerConfig
 from .engine import OPTIONS_KEY
 from .errors import HandlerNotStartedError
-from .legacy import LegacyPollingMixin
 from .metadata import OutputMetadata
+from .polling import LegacyPollingMixin
 
 if TYPE_CHECKING:
     from .engine import EnhancedAsyncLLM

@@ -25,9 +25,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import EMBEDDED_MODEL_PREFIX
+__all__ = ["EMBEDDED_MODEL_PREFIX", "ModelPreset", "PRESETS", "build_model", "resolve_model", "models_home"]
 
-__all__ = ["ModelPreset", "PRESETS", "build_model", "resolve_model", "models_home"]
+#: Model names starting with this prefix name the locally built random-weight
+#: test models of this module ("embedded:tiny", "embedded:bench").
+EMBEDDED_MODEL_PREFIX = "embedded:"
 
 _BUILD_VERSION = 1
 
