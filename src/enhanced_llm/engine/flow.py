@@ -23,7 +23,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vllm.outputs import RequestOutput
 from vllm.sampling_params import RequestOutputKind, SamplingParams
@@ -34,8 +34,6 @@ from ..collector import EnhancedRequestOutputCollector
 from ..metadata import OutputMetadata
 from ..options import CachePlan
 
-if TYPE_CHECKING:
-    from .followers import Flight
 
 __all__ = ["Role", "RequestFlow", "FlowTable"]
 
@@ -67,7 +65,7 @@ class RequestFlow:
         self.engine_request: Any = None
         self.prompt_text: str | None = None
         self.prompt_token_ids: list[int] = []
-        self.flight: Flight | None = None
+        self.flight: Any = None  #: the followers.Flight it drives or reads
         self.engine_request_id: str | None = None  #: the engine request it drives (direct, leader)
         self.sent: dict[int, Sent] = {}  #: what a follower was sent of the generation it reads
         self.ended = False  #: the reader has its final output (or an error)

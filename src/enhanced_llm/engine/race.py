@@ -14,20 +14,18 @@ itself, not only on the index) and fits the request's ``max_tokens``.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..answers import entry_fits
 from .flow import RequestFlow, Role
 
-if TYPE_CHECKING:
-    from . import EnhancedAsyncLLM
 
 __all__ = ["semantic_race"]
 
 logger = logging.getLogger(__name__)
 
 
-async def semantic_race(engine: EnhancedAsyncLLM, flow: RequestFlow) -> None:
+async def semantic_race(engine: Any, flow: RequestFlow) -> None:
     """Step "beside generation": a verified paraphrase answers, if found before the first output."""
     key = flow.plan.key if flow.plan is not None else None
     flight, meta = flow.flight, flow.meta

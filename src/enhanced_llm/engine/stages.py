@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vllm.pooling_params import PoolingParams
 from vllm.renderers.inputs.preprocess import extract_prompt_components
@@ -23,8 +23,6 @@ from ..enrichment import context_block, prompt_text
 from ..options import CachePlan, RequestOptions
 from .flow import RequestFlow
 
-if TYPE_CHECKING:
-    from . import EnhancedAsyncLLM
 
 __all__ = ["passes_through", "bind_arguments", "prepare_prompt", "plan", "validate", "build_key"]
 
@@ -47,7 +45,7 @@ def bind_arguments(request_id: str, prompt: Any, params: Any, args: tuple, kwarg
     return dict(bound)
 
 
-async def prepare_prompt(engine: EnhancedAsyncLLM, flow: RequestFlow, prompt: Any) -> Any:
+async def prepare_prompt(engine: Any, flow: RequestFlow, prompt: Any) -> Any:
     """Chat messages are rendered with the model's template; opt-in context enhancement is applied."""
     messages = prompt.get("messages") if isinstance(prompt, Mapping) and "messages" in prompt else None
     rendered = engine.render_chat(messages) if messages is not None else None
@@ -73,7 +71,7 @@ async def prepare_prompt(engine: EnhancedAsyncLLM, flow: RequestFlow, prompt: An
     return prompt
 
 
-def plan(engine: EnhancedAsyncLLM, flow: RequestFlow) -> CachePlan:
+def plan(engine: Any, flow: RequestFlow) -> CachePlan:
     """What the cache does with the request, before its keys exist. Bad options raise
     ``VLLMValidationError``; anything that makes a request uncacheable makes it direct."""
     options = RequestOptions.from_params(flow.params)
@@ -100,7 +98,7 @@ def _uncacheable_reason(params: SamplingParams, unseeded_ok: bool) -> str | None
     return None
 
 
-async def validate(engine: EnhancedAsyncLLM, flow: RequestFlow, prompt: Any) -> None:
+async def validate(engine: Any, flow: RequestFlow, prompt: Any) -> None:
     """vLLM's own input processing (the code ``AsyncLLM.add_request`` runs), before any cache
     level: a request plain vLLM rejects raises the same error here. Keeps the validated request
     (tokenized prompt, request-local params) for the hand-off, so a miss is processed once."""
@@ -128,7 +126,7 @@ async def validate(engine: EnhancedAsyncLLM, flow: RequestFlow, prompt: Any) -> 
     flow.prompt_token_ids = request.prompt_token_ids or []
 
 
-def build_key(engine: EnhancedAsyncLLM, flow: RequestFlow, prompt: Any) -> None:
+def build_key(engine: Any, flow: RequestFlow, prompt: Any) -> None:
     """The request's keys, from the caller's parameters (the validated request's only add vLLM's
     defaults); ``max_tokens`` for the semantic fit check is the effective one. Uncacheable
     prompts become direct."""
