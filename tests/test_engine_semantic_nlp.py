@@ -213,3 +213,23 @@ async def test_context_enhancement_adds_cached_sub_answers(smart_llm):
     assert added and added[0]["question"] == "What is the boiling point of water?"
     assert added[0]["answer"] == first.texts[0]
     assert res.metadata["cache_hit"] is False
+
+
+async def test_a_follower_of_a_semantic_hit_gets_its_own_prompt(smart_llm):
+    """Two identical paraphrases at once: the first is answered from the semantic cache, the second
+    (coalesced onto it) gets the same answer addressed to its own prompt, not the stored question's."""
+    original = await run(smart_llm, "How do I sort a list in Python?", greedy(), rid())
+    await _settle(smart_llm)
+    params = greedy(extra_args={"enhanced_llm": {"cache": "no-store"}})
+    for _ in range(3):
+        leader, follower = await asyncio.gather(
+            run(smart_llm, "How can I sort a list in Python?", params, rid()),
+            run(smart_llm, "How can I sort a list in Python?", params, rid()),
+        )
+        if leader.metadata["cache_source"] == "semantic":
+            break
+        await _settle(smart_llm)
+    assert leader.metadata["cache_source"] == "semantic", leader.metadata
+    assert follower.metadata["coalesced"] and follower.metadata["cache_source"] == "semantic"
+    assert follower.token_ids == leader.token_ids == original.token_ids
+    assert follower.prompt_token_ids == leader.prompt_token_ids != original.prompt_token_ids
