@@ -137,7 +137,8 @@ async def test_abort(engine, output_kind):
     for i, task in enumerate(tasks):
         if i in to_abort:
             with pytest.raises(asyncio.CancelledError):
-                await task
+                result = await task
+                pytest.fail(f"request-{i} was cancelled but completed with {result}")
         else:
             count, request_id = await task
             n = 3 if i in parallel else 1
