@@ -52,11 +52,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from enhanced_llm.semantic.embedders import BACKGROUND, BaseEmbedder, EmbedderRouter, make_embedders
+from enhanced_llm.semantic.embedders import BACKGROUND, LOOKUP, BaseEmbedder, EmbedderRouter, make_embedders
 from enhanced_llm.semantic.index import Candidate, VectorIndex
 from enhanced_llm.semantic.space import VectorSpace
 from enhanced_llm.semantic.store import SemanticStore
-from enhanced_llm.semantic.verifier import Verdict, Verifier, lexical_overlap
+from enhanced_llm.semantic.verifier import Verdict, Verifier, differing_words, lexical_overlap
 
 __all__ = ["SemanticMatch", "SemanticCache", "SimilaritySearchHelper"]
 
@@ -238,7 +238,21 @@ class SemanticCache:
         cands = await asyncio.to_thread(space.index.search, scope, vec, self.candidates)
         if cands:
             self.similarity_buckets[_bucket(cands[0].score)] += 1
+        words = self._words_to_compare(text, cands, space)
+        if words:  # word vectors for the verifier's content-word rule, through the lookup queue
+            await space.embedder.embed_many(words, priority=LOOKUP)
         return self.choose(text, cands, nlp, report, space=space)
+
+    def _words_to_compare(self, text: str, cands: list[Candidate], space: VectorSpace, limit: int = 24) -> list[str]:
+        """The content words the query and its nearest candidates above the threshold do not share."""
+        out: dict[str, None] = {}
+        for c in cands[:4]:
+            if c.score < space.threshold - _EPS:
+                break
+            only_q, only_c = differing_words(text, c.question)
+            if only_q and only_c:
+                out.update(dict.fromkeys(sorted(only_q | only_c)))
+        return list(out)[:limit]
 
     def _refuse_long(self, space: VectorSpace, text: str, report: dict | None = None) -> bool:
         """A text longer than the model reads is neither embedded nor indexed (its tail would not count)."""
@@ -251,21 +265,28 @@ class SemanticCache:
 
     def choose(
         self, text: str, cands: list[Candidate], nlp: Any = None, report: dict | None = None,
-        *, space: VectorSpace | None = None,
+        *, space: VectorSpace | None = None, encode_words: bool = False,
     ) -> SemanticMatch | None:
         """Apply threshold, verifier and ambiguity rule to search results (sorted by score).
 
-        Candidates within ``ambiguity_margin`` of the nearest one that the verifier accepts are
-        ranked by cosine plus ``lexical_weight`` times their content-word overlap with ``text``;
-        if the two best still lie within the margin of each other, nothing is served. Two stored
-        questions with the same text but different answers (entry ids) therefore always tie:
-        the cache holds conflicting answers to one question and does not guess between them.
-        The same holds beyond the margin: if another stored question at or above the threshold
-        uses the same content words as the chosen one (``Verifier.same_question``: only function
-        words, inflection or word order differ) and the verifier accepts it too, it is the same
-        question stored under a second answer, and nothing is served ("duplicate_entries").
+        Accepted candidates within the margin of the nearest are ranked by cosine plus
+        ``lexical_weight`` x content-word overlap; if the two best still tie, nothing is served
+        (two stored questions with the same text always tie). Nor when another accepted entry
+        above the threshold is the same question (``Verifier.same_question``) under a second
+        answer ("duplicate_entries"). ``space``: the model the candidates come from (default the
+        first); ``encode_words``: embed the words the verifier compares here (callers off the loop).
         """
         space = space or self.spaces[0]
+        if encode_words:  # callers off the event loop (benchmarks): word vectors encoded here
+            words = self._words_to_compare(text, cands, space)
+            if words:
+                space.embedder.embed_sync(words)
+
+        def verify(question: str) -> Verdict:
+            return self.verifier.verify(
+                text, question, nlp, word_similarity=space.word_similarity, word_threshold=space.embedder.word_threshold
+            )
+
         threshold = space.threshold - _EPS
         margin = self._margin(cands[0].score, space) if cands else space.margin
         accepted: list[tuple[Candidate, Verdict]] = []
@@ -279,7 +300,7 @@ class SemanticCache:
             if c.entry_id in seen:
                 continue
             seen.add(c.entry_id)
-            verdict = self.verifier.verify(text, c.question, nlp)
+            verdict = verify(c.question)
             if not verdict.accepted:
                 first_reason = first_reason or verdict.reason
                 if not accepted:
@@ -315,7 +336,7 @@ class SemanticCache:
                 break
             if c.entry_id == best.entry_id or not self.verifier.same_question(best.question, c.question):
                 continue
-            if c.entry_id in verified or (c.entry_id not in seen and self.verifier.verify(text, c.question, nlp).accepted):
+            if c.entry_id in verified or (c.entry_id not in seen and verify(c.question).accepted):
                 # One question stored twice with different answers: don't pick one of them.
                 self.rejections["duplicate_entries"] += 1
                 if report is not None:

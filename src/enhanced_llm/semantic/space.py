@@ -68,6 +68,14 @@ class VectorSpace:
             return float(getattr(self.config, "ambiguity_margin", 0.02))
         return self.embedder.default_margin
 
+    def word_similarity(self, a: str, b: str) -> float | None:
+        """Cosine of two words under this space's model, from vectors already cached (None otherwise:
+        this runs inside the verifier, on the event loop, and never calls the model)."""
+        va, vb = self.embedder.cached_vector(a), self.embedder.cached_vector(b)
+        if va is None or vb is None:
+            return None
+        return float(np.dot(va, vb))
+
     @property
     def namespace(self) -> str:
         """This model's part of the Redis key prefix (the historical MiniLM slug is kept as it was)."""
