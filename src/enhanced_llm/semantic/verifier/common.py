@@ -321,7 +321,10 @@ def differing_words(query: str, candidate: str) -> tuple[set[str], set[str]]:
 
 def _differing(q: Analysis, c: Analysis) -> tuple[set[str], set[str]]:
     def english(a: Analysis, other: Analysis) -> set[str]:
-        return {w for w, st in zip(a.words, a.stems) if st in a.content and not _covered(w, other)}
+        return {
+            w for w, st in zip(a.words, a.stems)
+            if st in a.content and w not in en._EN_NEG and not w.startswith(en._NEG_HYPHEN_PREFIXES) and not _covered(w, other)
+        }
 
     zq, zc = _zh_content(q), _zh_content(c)
     only_q = english(q, c) | {w for w in zq - zc if w not in c.norm}
@@ -361,7 +364,7 @@ def lexical_overlap(a: str, b: str) -> float:
     Used to break near-ties between stored questions that embed almost equally close to a query.
     """
     x, y = analyze(a), analyze(b)
-    cx, cy = x.content | x.zh_content, y.content | y.zh_content
+    cx, cy = x.content | _zh_content(x), y.content | _zh_content(y)
     if not cx and not cy:
         return 1.0
     return 2 * len(cx & cy) / (len(cx) + len(cy))
