@@ -21,12 +21,8 @@ when Redis is configured, the :class:`~.store.SemanticStore`:
   the cache holds two answers to one question and serves neither. The same
   holds for two stored questions with the same content words (only function
   words, inflection or order differ) that both pass the verifier
-  ("duplicate_entries"): it costs a hit, never serves a wrong answer. (A cache
-  keyed by prompt cannot normally hold that; GPTCache's mock data does, and
-  its protocol counts only one of the two ids as correct.)
-* ``config.min_coverage`` goes to the verifier; ``config.index_type``
-  (``"ivf"``, ``"hnsw"`` or ``"flat"``; default ``"ivf"``) and
-  ``config.index_nprobe`` (default 32) to the index, when the config has them.
+  ("duplicate_entries"): it costs a hit, never serves a wrong answer.
+* ``config.min_coverage`` goes to the verifier; ``index_type`` and ``index_nprobe`` to the index.
 * Several embedding models may be configured (``embedding_model="auto"`` or
   ``"A|B"``): each text goes to the first model that can represent it, and each
   model is its own :class:`~.space.VectorSpace` (index, Redis namespace,
