@@ -30,8 +30,7 @@ when Redis is configured, the :class:`~.store.SemanticStore`:
 * A text longer than its model reads is refused: not embedded, not indexed, not
   written to Redis (``refused_long`` in :meth:`stats`).
 * ``add`` / ``remove`` keep the index (and Redis) in step with the cache.
-* ``search`` / ``batch_search``: plain similarity search for the handler
-  (threshold applied, verifier not).
+* ``search`` / ``batch_search``: plain similarity search (threshold applied, verifier not).
 
 Nothing raised by the model, FAISS or Redis escapes: lookups fail open
 (``None`` / empty results) and every failure is counted in :meth:`stats`.
