@@ -277,7 +277,10 @@ def run_eval_set(cache: SemanticCache, lang: str, splits: list[str]) -> dict:
             if m is not None and p["label"] == "different":
                 wrong.append([p["a"], p["b"], round(sim, 3)])
             if m is None and p["label"] == "same":
-                reason = cache.verifier.verify(p["b"], p["a"]).reason if plain_hit else "below_threshold"
+                verdict = cache.verifier.verify(
+                    p["b"], p["a"], word_similarity=space.word_similarity, word_threshold=space.embedder.word_threshold
+                )
+                reason = verdict.reason if plain_hit else "below_threshold"
                 missed.append([p["a"], p["b"], round(sim, 3), reason])
         same, diff = counts["same"], counts["different"]
         out[split] = {

@@ -26,8 +26,9 @@ Rules, in order (each rejection has its own reason string):
                      "X than Y", A比B, 从A到B, 把A换成B).
 ``entity_mismatch``  each text names something the other does not (proper nouns, acronyms,
                      identifiers, code spans; Chinese people, places, organisations by jieba POS).
-``content_mismatch`` one word was swapped for another (each text has content words the
-                     other lacks, one on one side, at most two on the other), and the
+``content_mismatch`` one word was swapped for another in an otherwise identical question
+                     (the word sequences differ in one place; one content word on one side,
+                     at most two on the other), and the
                      word has no positive evidence of meaning the same as one of
                      the other side: same stem, one word containing the other (猫 / 猫咪),
                      the synonym table, or word-level similarity from the same embedding
@@ -43,6 +44,7 @@ what the rules extract. Typical cost: 20-100 µs per pair (per-text analysis is 
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -266,7 +268,7 @@ def _antonym_pair(q: Analysis, c: Analysis) -> tuple[str, str] | None:
             return w, w[:-4] + "ful"
     for w in only_q:  # two members of one closed class: red / yellow, summer / winter, local / remote
         for u in only_c:
-            if rival(w, u):
+            if rival(w, u) or rival(en._stem(w), en._stem(u)):
                 return w, u
     if q.zh is not None and c.zh is not None:
         zq, zc = set(q.zh.content - c.zh.content), set(c.zh.content - q.zh.content)
@@ -338,13 +340,20 @@ def _unmatched_words(q: Analysis, c: Analysis, similar: WordSimilarity | None, t
     if not only_q or not only_c:
         return ""  # one text only adds words (a detail, a politer form): tolerated
     small, big = (only_q, only_c) if len(only_q) <= len(only_c) else (only_c, only_q)
-    if len(small) > 1 or len(big) > 2:
-        return ""  # reworded throughout: the shape of a paraphrase, not of a one-word substitution
+    if len(small) > 1 or len(big) > 2 or _edits(q, c) > 1:
+        return ""  # reworded: the shape of a paraphrase, not of a one-word substitution
     missing = []
     for w in sorted(small):
         if not any(_same(w, u, similar, threshold) for u in big):
             missing.append(w)
     return f"{missing} vs {sorted(big)}" if missing else ""
+
+
+def _edits(q: Analysis, c: Analysis) -> int:
+    """Places where the two texts' word sequences differ (a question with one word swapped: 1)."""
+    tq = list(q.words) + list(q.zh.words if q.zh else ())
+    tc = list(c.words) + list(c.zh.words if c.zh else ())
+    return sum(op != "equal" for op, *_ in difflib.SequenceMatcher(None, tq, tc, autojunk=False).get_opcodes())
 
 
 def _same(a: str, b: str, similar: WordSimilarity | None, threshold: float) -> bool:
