@@ -188,8 +188,13 @@ class SimilarityConfig(BaseModel):
     )
     model_thresholds: dict[str, float] = Field(
         default_factory=dict,
-        description="Cosine threshold per model name; a model not named uses similarity_threshold when that was set "
-        "explicitly (or is a sentence-transformers model), else its calibrated default (e5: 0.9).",
+        description="Cosine threshold per model name. A model not named: similarity_threshold for sentence-transformers "
+        "models, else its own calibrated default (multilingual-e5-small: 0.9; its cosines sit higher than MiniLM's).",
+    )
+    verify_content_words: bool = Field(
+        default=True,
+        description="The verifier's content-word rule: a question with one content word swapped for another needs "
+        "evidence that the two words mean the same (costs some paraphrase hits; see benchmarks/bench_semantic_quality.py).",
     )
     embedding_cache_bytes: int = Field(
         default=32 << 20, gt=0, description="Bytes (texts and vectors) the embedder's caches may hold, per model."

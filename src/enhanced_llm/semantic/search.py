@@ -106,9 +106,8 @@ class SemanticCache:
         embedders = [embedder] if embedder is not None else make_embedders(config)
         self.router = EmbedderRouter(embedders, min_coverage=getattr(config, "min_coverage", 0.9))
         self.embedder: BaseEmbedder = self.router.primary
-        self.verifier = verifier or Verifier(
-            text_info=self._text_info, min_coverage=getattr(config, "min_coverage", 0.9)
-        )
+        self.verifier = verifier or Verifier(text_info=self._text_info, min_coverage=getattr(config, "min_coverage", 0.9),
+                                             generalise=getattr(config, "verify_content_words", True))
         self.errors: Counter[str] = Counter()
         self.spaces = [VectorSpace(e, config, margin=ambiguity_margin, errors=self.errors) for e in embedders]
         self.lexical_weight = lexical_weight

@@ -42,29 +42,29 @@ class VectorSpace:
         self._sync_task: asyncio.Task[None] | None = None
         self._running = False
 
-    def _config_scale(self, field: str) -> bool:
-        """Does ``config.<field>`` apply to this model? For sentence-transformers models (the defaults
-        were calibrated on MiniLM), and for any model when the field was set explicitly."""
-        given = getattr(self.config, "model_fields_set", {field})
-        return self.embedder.family.startswith("st:") or field in given
+    def _config_scale(self) -> bool:
+        """Do ``similarity_threshold`` / ``ambiguity_margin`` apply to this model? For sentence-transformers
+        models (their defaults were calibrated on MiniLM); other models have their own scale."""
+        return self.embedder.family.startswith("st:")
 
     @property
     def threshold(self) -> float:
-        """``model_thresholds[model name]``, else ``similarity_threshold`` where it applies, else the
-        model's calibrated default (read from the config each time: it may change at run time)."""
+        """``model_thresholds[model name]``, else ``similarity_threshold`` for sentence-transformers models,
+        else the model's calibrated default (read from the config each time: it may change at run time)."""
         named = (getattr(self.config, "model_thresholds", None) or {}).get(self.embedder.model_name)
         if named is not None:
             return float(named)
-        if self._config_scale("similarity_threshold"):
+        if self._config_scale():
             return float(self.config.similarity_threshold)
         return self.embedder.default_threshold
 
     @property
     def margin(self) -> float:
-        """The ambiguity margin: the caller's, else ``ambiguity_margin`` where it applies, else the model's."""
+        """The ambiguity margin: the caller's, else ``ambiguity_margin`` for sentence-transformers models,
+        else the model's calibrated one."""
         if self._margin is not None:
             return self._margin
-        if self._config_scale("ambiguity_margin"):
+        if self._config_scale():
             return float(getattr(self.config, "ambiguity_margin", 0.02))
         return self.embedder.default_margin
 

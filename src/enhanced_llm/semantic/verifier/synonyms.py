@@ -45,7 +45,7 @@ _CLASSES = [
     "january february march april may june july august september october november december",
     "north south east west", "up down", "left right", "top bottom", "front back", "back forward", "previous next",
     "local remote locally remotely", "first last",
-    "height length width depth size weight age price cost speed distance area population temperature salary volume",
+    "height length width depth weight age price cost speed distance area population temperature salary",
     "tall long wide deep big heavy old expensive cheap fast far hot cold loud",
     "dog cat horse cow pig sheep goat rabbit bird fish chicken hamster parrot",
     "inbound outbound", "upstairs downstairs", "indoor outdoor", "morning afternoon evening night",
