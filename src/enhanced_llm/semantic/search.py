@@ -1,6 +1,6 @@
 """The semantic cache facade the engine calls.
 
-:class:`SemanticCache` joins the :class:`~.embedder.Embedder`, the scoped
+:class:`SemanticCache` joins the embedders (:mod:`.embedders`), the scoped
 :class:`~.index.VectorIndex`, the rule-based :class:`~.verifier.Verifier` and,
 when Redis is configured, the :class:`~.store.SemanticStore`:
 
@@ -21,15 +21,16 @@ when Redis is configured, the :class:`~.store.SemanticStore`:
   the cache holds two answers to one question and serves neither. The same
   holds for two stored questions with the same content words (only function
   words, inflection or order differ) that both pass the verifier
-  ("duplicate_entries"): it costs a hit, never serves a wrong answer. (A cache
-  keyed by prompt cannot normally hold that; GPTCache's mock data does, and
-  its protocol counts only one of the two ids as correct.)
-* ``config.min_coverage`` goes to the verifier; ``config.index_type``
-  (``"ivf"``, ``"hnsw"`` or ``"flat"``; default ``"ivf"``) and
-  ``config.index_nprobe`` (default 32) to the index, when the config has them.
+  ("duplicate_entries"): it costs a hit, never serves a wrong answer.
+* ``config.min_coverage`` goes to the verifier; ``index_type`` and ``index_nprobe`` to the index.
+* Several embedding models may be configured (``embedding_model="auto"`` or
+  ``"A|B"``): each text goes to the first model that can represent it, and each
+  model is its own :class:`~.space.VectorSpace` (index, Redis namespace,
+  threshold and margin): vectors of different models are never compared.
+* A text longer than its model reads is refused: not embedded, not indexed, not
+  written to Redis (``refused_long`` in :meth:`stats`).
 * ``add`` / ``remove`` keep the index (and Redis) in step with the cache.
-* ``search`` / ``batch_search``: plain similarity search for the handler
-  (threshold applied, verifier not).
+* ``search`` / ``batch_search``: plain similarity search (threshold applied, verifier not).
 
 Nothing raised by the model, FAISS or Redis escapes: lookups fail open
 (``None`` / empty results) and every failure is counted in :meth:`stats`.
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -47,10 +47,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from enhanced_llm.semantic.embedder import Embedder
+from enhanced_llm.semantic.embedders import BACKGROUND, LOOKUP, BaseEmbedder, EmbedderRouter, make_embedders
 from enhanced_llm.semantic.index import Candidate, VectorIndex
+from enhanced_llm.semantic.space import VectorSpace
 from enhanced_llm.semantic.store import SemanticStore
-from enhanced_llm.semantic.verifier import Verdict, Verifier, lexical_overlap
+from enhanced_llm.semantic.verifier import Verdict, Verifier, differing_words, lexical_overlap
 
 __all__ = ["SemanticMatch", "SemanticCache", "SimilaritySearchHelper"]
 
@@ -89,7 +90,7 @@ class SemanticCache:
         redis_timeout: float = 0.25,
         entry_ttl: float | None = None,
         on_evict: Callable[[list[str]], None] | None = None,
-        embedder: Embedder | None = None,
+        embedder: BaseEmbedder | None = None,
         verifier: Verifier | None = None,
         ambiguity_margin: float | None = None,
         lexical_weight: float = 0.2,
@@ -102,18 +103,13 @@ class SemanticCache:
 
             config = SimilarityConfig()
         self.config = config
-        self.embedder = embedder or Embedder(
-            config.embedding_model,
-            device=config.embedding_device,
-            batch_window_ms=config.batch_window_ms,
-            max_batch_size=config.max_batch_size,
-            backend=getattr(config, "embedding_backend", "auto"),
-            threads=getattr(config, "embedding_threads", 1),
-        )
-        self.verifier = verifier or Verifier(
-            text_info=self.embedder.text_info, min_coverage=getattr(config, "min_coverage", 0.9)
-        )
-        self.ambiguity_margin = getattr(config, "ambiguity_margin", 0.02) if ambiguity_margin is None else ambiguity_margin
+        embedders = [embedder] if embedder is not None else make_embedders(config)
+        self.router = EmbedderRouter(embedders, min_coverage=getattr(config, "min_coverage", 0.9))
+        self.embedder: BaseEmbedder = self.router.primary
+        self.verifier = verifier or Verifier(text_info=self._text_info, min_coverage=getattr(config, "min_coverage", 0.9),
+                                             generalise=getattr(config, "verify_content_words", True))
+        self.errors: Counter[str] = Counter()
+        self.spaces = [VectorSpace(e, config, margin=ambiguity_margin, errors=self.errors) for e in embedders]
         self.lexical_weight = lexical_weight
         self.adaptive_margin = adaptive_margin
         self.candidates = max(2, candidates)
@@ -123,9 +119,6 @@ class SemanticCache:
         self._key_prefix = key_prefix
         self._redis_timeout = redis_timeout
         self._entry_ttl = entry_ttl
-        self.index: VectorIndex | None = None
-        self.store: SemanticStore | None = None
-        self._sync_task: asyncio.Task[None] | None = None
         self._started = False
         # Stats.
         self.lookups = 0
@@ -133,51 +126,58 @@ class SemanticCache:
         self.misses = 0
         self.timeouts = 0
         self.rejections: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
         self.similarity_buckets: Counter[str] = Counter()
         self.adds = 0
+        self.refused_long = 0
         self.hit_seconds = 0.0
+
+    @property
+    def ambiguity_margin(self) -> float:
+        return self.spaces[0].margin
+
+    @property
+    def index(self) -> VectorIndex | None:
+        """The first model's index (the only one unless several models are configured)."""
+        return self.spaces[0].index
+
+    @index.setter
+    def index(self, value: VectorIndex | None) -> None:
+        self.spaces[0].index = value
+
+    @property
+    def store(self) -> SemanticStore | None:
+        return self.spaces[0].store
+
+    def space_of(self, text: str) -> VectorSpace:
+        """The vector space (model) ``text`` belongs to."""
+        emb = self.router.route(text)
+        return next(s for s in self.spaces if s.embedder is emb)
+
+    def _text_info(self, text: str) -> Any:
+        return self.router.route(text).text_info(text)
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the model, build the index, hydrate it from Redis and follow other replicas."""
+        """Load the models, build the indexes, hydrate them from Redis and follow other replicas."""
         if self._started:
             return
-        await self.embedder.aload()
-        dim = self.embedder.dimension
         want = getattr(self.config, "vector_dimension", None)
-        if want and want != dim:
-            log.warning("vector_dimension=%s but %s produces %s; using %s", want, self.config.embedding_model, dim, dim)
-        self.index = VectorIndex(
-            dim,
-            max_entries=self.config.index_max_entries,
-            approximate_after=self.config.approximate_after,
-            on_evict=self._evicted,
-            index_type=getattr(self.config, "index_type", "ivf"),
-            nprobe=getattr(self.config, "index_nprobe", 32),
-        )
-        if self._redis is not None:
-            slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.config.embedding_model)
-            self.store = SemanticStore(
-                self._redis, f"{self._key_prefix}{slug}:{dim}:", timeout=self._redis_timeout, entry_ttl=self._entry_ttl
+        for space in self.spaces:
+            await space.start(
+                self.config, on_evict=self._evicted, redis=self._redis, key_prefix=self._key_prefix,
+                redis_timeout=self._redis_timeout, entry_ttl=self._entry_ttl, sync_interval_ms=self.sync_interval_ms,
             )
-            await self._hydrate()
-            self._sync_task = asyncio.get_running_loop().create_task(self._follow(), name="semantic-sync")
+            dim = space.embedder.dimension
+            if want and want != dim:
+                log.warning("vector_dimension=%s but %s produces %s; using %s", want, space.embedder.model_name, dim, dim)
         self._started = True
 
     async def close(self) -> None:
-        """Stop following Redis and release the worker thread."""
+        """Stop following Redis and release the worker threads."""
         self._started = False
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            # Bounded: on Python 3.11 asyncio.wait_for can swallow a cancellation that
-            # races a finishing Redis call; the loop below also stops on _started.
-            await asyncio.wait([self._sync_task], timeout=2.0)
-            self._sync_task = None
-        if self.store is not None:
-            await self.store.close()
-        self.embedder.close()
+        for space in self.spaces:
+            await space.close()
 
     async def __aenter__(self) -> "SemanticCache":
         await self.start()
@@ -224,30 +224,65 @@ class SemanticCache:
         return match
 
     async def _lookup(self, scope: str, text: str, nlp: Any, report: dict | None = None) -> SemanticMatch | None:
-        assert self.index is not None
-        vec = await self.embedder.embed(text)
-        cands = await asyncio.to_thread(self.index.search, scope, vec, self.candidates)
+        space = self.space_of(text)
+        if self._refuse_long(space, text, report):
+            return None
+        assert space.index is not None
+        vec = await space.embedder.embed(text)
+        cands = await asyncio.to_thread(space.index.search, scope, vec, self.candidates)
         if cands:
             self.similarity_buckets[_bucket(cands[0].score)] += 1
-        return self.choose(text, cands, nlp, report)
+        words = self._words_to_compare(text, cands, space)
+        if words:  # word vectors for the verifier's content-word rule, through the lookup queue
+            await space.embedder.embed_many(words, priority=LOOKUP)
+        return self.choose(text, cands, nlp, report, space=space)
+
+    def _words_to_compare(self, text: str, cands: list[Candidate], space: VectorSpace, limit: int = 24) -> list[str]:
+        """The content words the query and its nearest candidates above the threshold do not share."""
+        out: dict[str, None] = {}
+        for c in cands[:4]:
+            if c.score < space.threshold - _EPS:
+                break
+            only_q, only_c = differing_words(text, c.question)
+            if only_q and only_c:
+                out.update(dict.fromkeys(sorted(only_q | only_c)))
+        return list(out)[:limit]
+
+    def _refuse_long(self, space: VectorSpace, text: str, report: dict | None = None) -> bool:
+        """A text longer than the model reads is neither embedded nor indexed (its tail would not count)."""
+        if space.embedder.fits(text):
+            return False
+        self.refused_long += 1
+        if report is not None:
+            report.update(accepted=False, reason="too_long")
+        return True
 
     def choose(
-        self, text: str, cands: list[Candidate], nlp: Any = None, report: dict | None = None
+        self, text: str, cands: list[Candidate], nlp: Any = None, report: dict | None = None,
+        *, space: VectorSpace | None = None, encode_words: bool = False,
     ) -> SemanticMatch | None:
         """Apply threshold, verifier and ambiguity rule to search results (sorted by score).
 
-        Candidates within ``ambiguity_margin`` of the nearest one that the verifier accepts are
-        ranked by cosine plus ``lexical_weight`` times their content-word overlap with ``text``;
-        if the two best still lie within the margin of each other, nothing is served. Two stored
-        questions with the same text but different answers (entry ids) therefore always tie:
-        the cache holds conflicting answers to one question and does not guess between them.
-        The same holds beyond the margin: if another stored question at or above the threshold
-        uses the same content words as the chosen one (``Verifier.same_question``: only function
-        words, inflection or word order differ) and the verifier accepts it too, it is the same
-        question stored under a second answer, and nothing is served ("duplicate_entries").
+        Accepted candidates within the margin of the nearest are ranked by cosine plus
+        ``lexical_weight`` x content-word overlap; if the two best still tie, nothing is served
+        (two stored questions with the same text always tie). Nor when another accepted entry
+        above the threshold is the same question (``Verifier.same_question``) under a second
+        answer ("duplicate_entries"). ``space``: the model the candidates come from (default the
+        first); ``encode_words``: embed the words the verifier compares here (callers off the loop).
         """
-        threshold = self.config.similarity_threshold - _EPS
-        margin = self._margin(cands[0].score) if cands else self.ambiguity_margin
+        space = space or self.spaces[0]
+        if encode_words:  # callers off the event loop (benchmarks): word vectors encoded here
+            words = self._words_to_compare(text, cands, space)
+            if words:
+                space.embedder.embed_sync(words)
+
+        def verify(question: str) -> Verdict:
+            return self.verifier.verify(
+                text, question, nlp, word_similarity=space.word_similarity, word_threshold=space.embedder.word_threshold
+            )
+
+        threshold = space.threshold - _EPS
+        margin = self._margin(cands[0].score, space) if cands else space.margin
         accepted: list[tuple[Candidate, Verdict]] = []
         seen: set[str] = set()
         first_reason = ""
@@ -259,7 +294,7 @@ class SemanticCache:
             if c.entry_id in seen:
                 continue
             seen.add(c.entry_id)
-            verdict = self.verifier.verify(text, c.question, nlp)
+            verdict = verify(c.question)
             if not verdict.accepted:
                 first_reason = first_reason or verdict.reason
                 if not accepted:
@@ -295,7 +330,7 @@ class SemanticCache:
                 break
             if c.entry_id == best.entry_id or not self.verifier.same_question(best.question, c.question):
                 continue
-            if c.entry_id in verified or (c.entry_id not in seen and self.verifier.verify(text, c.question, nlp).accepted):
+            if c.entry_id in verified or (c.entry_id not in seen and verify(c.question).accepted):
                 # One question stored twice with different answers: don't pick one of them.
                 self.rejections["duplicate_entries"] += 1
                 if report is not None:
@@ -303,47 +338,56 @@ class SemanticCache:
                         accepted=False, reason="duplicate_entries", question=best.question, similarity=min(1.0, best.score)
                     )
                 return None
-        if self.index is not None:
-            self.index.touch(best.entry_id)
+        if space.index is not None:
+            space.index.touch(best.entry_id)
         return SemanticMatch(best.entry_id, best.question, best.score, verdict, best.scope)
 
-    def _margin(self, best: float) -> float:
+    def _margin(self, best: float, space: VectorSpace) -> float:
         """The ambiguity margin at a best score of ``best``: ``ambiguity_margin`` near 1.0, growing
         linearly to ``adaptive_margin`` times that at the threshold (scores far from 1.0 are noisier,
         so a tie must be broken by a wider gap)."""
-        t = self.config.similarity_threshold
+        t = space.threshold
         if self.adaptive_margin <= 1 or t >= 1:
-            return self.ambiguity_margin
+            return space.margin
         closeness = min(1.0, max(0.0, (best - t) / (1 - t)))
-        return self.ambiguity_margin * (self.adaptive_margin - (self.adaptive_margin - 1) * closeness)
+        return space.margin * (self.adaptive_margin - (self.adaptive_margin - 1) * closeness)
 
     async def add(self, scope: str, text: str, entry_id: str) -> bool:
-        """Index ``text`` (a question whose answer is cached under ``entry_id``) in ``scope``."""
-        if not self._started or self.index is None:
+        """Index ``text`` (a question whose answer is cached under ``entry_id``) in ``scope``.
+
+        False (nothing indexed or written to Redis) when the text is longer than its model reads.
+        """
+        if not self._started:
             return False
         try:
-            vec = await self.embedder.embed(text)
-            await asyncio.to_thread(self.index.add, scope, entry_id, text, vec)
+            space = self.space_of(text)
+            if space.index is None or self._refuse_long(space, text):
+                return False
+            vec = await space.embedder.embed(text, priority=BACKGROUND)
+            await asyncio.to_thread(space.index.add, scope, entry_id, text, vec)
         except Exception as exc:  # noqa: BLE001 - fail open
             self.errors[type(exc).__name__] += 1
             log.warning("semantic add failed: %r", exc)
             return False
         self.adds += 1
-        if self.store is not None:
-            await self.store.put(entry_id, scope, text, vec)
+        if space.store is not None:
+            await space.store.put(entry_id, scope, text, vec)
         return True
 
     async def remove(self, entry_id: str) -> bool:
         """Forget ``entry_id`` here and (when configured) in Redis."""
-        if self.index is None:
-            return False
-        try:
-            found = await asyncio.to_thread(self.index.remove, entry_id)
-        except Exception as exc:  # noqa: BLE001
-            self.errors[type(exc).__name__] += 1
-            return False
-        if self.store is not None:
-            await self.store.delete(entry_id)
+        found = False
+        for space in self.spaces:
+            if space.index is None:
+                continue
+            try:
+                here = await asyncio.to_thread(space.index.remove, entry_id)
+            except Exception as exc:  # noqa: BLE001
+                self.errors[type(exc).__name__] += 1
+                continue
+            found = found or here
+            if space.store is not None:
+                await space.store.delete(entry_id)
         return found
 
     # -- similarity search -----------------------------------------------------------
@@ -362,77 +406,32 @@ class SemanticCache:
     ) -> list[list[dict[str, Any]]]:
         """:meth:`search` for several texts (one embedding batch, one FAISS call per scope)."""
         k = self.config.max_similar_results if k is None else k
-        empty: list[list[dict[str, Any]]] = [[] for _ in texts]
-        if not texts or k <= 0 or not self._started or self.index is None:
-            return empty
+        out: list[list[dict[str, Any]]] = [[] for _ in texts]
+        if not texts or k <= 0 or not self._started:
+            return out
         if not getattr(self.config, "enable_vector_search", True):
-            return empty
-        try:
-            vecs = await self.embedder.embed_many(list(texts))
-            rows = await asyncio.to_thread(self.index.search_many, scope, vecs, k * 2)
-        except Exception as exc:  # noqa: BLE001 - fail open
-            self.errors[type(exc).__name__] += 1
-            return empty
-        threshold = self.config.similarity_threshold - _EPS
-        out = []
-        for row in rows:
-            seen: set[str] = set()
-            items = []
-            for c in row:
-                if c.score < threshold or c.entry_id in seen or c.question in seen:
-                    continue
-                seen.update((c.entry_id, c.question))
-                items.append({"question": c.question, "similarity": min(1.0, c.score), "entry_id": c.entry_id})
-                if len(items) >= k:
-                    break
-            out.append(items)
+            return out
+        by_space: dict[int, list[int]] = {}
+        for i, text in enumerate(texts):
+            space = self.space_of(text)
+            if space.index is not None and space.embedder.fits(text):
+                by_space.setdefault(id(space), []).append(i)
+        for space in self.spaces:
+            rows_of = by_space.get(id(space))
+            if not rows_of:
+                continue
+            assert space.index is not None
+            try:
+                vecs = await space.embedder.embed_many([texts[i] for i in rows_of])
+                rows = await asyncio.to_thread(space.index.search_many, scope, vecs, k * 2)
+            except Exception as exc:  # noqa: BLE001 - fail open
+                self.errors[type(exc).__name__] += 1
+                continue
+            for i, row in zip(rows_of, rows):
+                out[i] = _similar(row, space.threshold - _EPS, k)
         return out
 
-    # -- Redis sync ------------------------------------------------------------------
-
-    async def _hydrate(self) -> None:
-        assert self.store is not None and self.index is not None
-        try:
-            async for batch in self.store.hydrate():
-                await asyncio.to_thread(self._apply, batch)
-        except Exception as exc:  # noqa: BLE001 - counted by the store; keep what we have
-            log.warning("semantic index hydration incomplete: %r", exc)
-
-    def _apply(self, entries: list[Any]) -> None:
-        assert self.index is not None
-        by_scope: dict[str, list[Any]] = {}
-        for e in entries:
-            if e.vector is None:
-                self.index.remove(e.entry_id)
-            elif e.vector.shape[0] != self.index.dim:
-                self.errors["dimension_mismatch"] += 1
-            else:
-                by_scope.setdefault(e.scope, []).append(e)
-        for scope, items in by_scope.items():
-            self.index.add_many(scope, [(e.entry_id, e.question) for e in items], np.stack([e.vector for e in items]))
-
-    async def _follow(self) -> None:
-        """Apply other replicas' changes; after an outage, re-hydrate."""
-        assert self.store is not None
-        resync = False
-        while self._started:
-            try:
-                if resync:
-                    await self._hydrate_checked()
-                    resync = False
-                changes = await self.store.changes(block_ms=self.sync_interval_ms)
-                if changes:
-                    await asyncio.to_thread(self._apply, changes)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - counted by the store
-                resync = True
-                await asyncio.sleep(self.store.retry_after)
-
-    async def _hydrate_checked(self) -> None:
-        assert self.store is not None
-        async for batch in self.store.hydrate(progress=False):
-            await asyncio.to_thread(self._apply, batch)
+    # -- eviction and reporting --------------------------------------------------------
 
     def _evicted(self, entry_ids: list[str]) -> None:
         if self.on_evict is not None:
@@ -445,34 +444,52 @@ class SemanticCache:
     # -- reporting ---------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        index = self.index.stats() if self.index is not None else {}
+        first = self.spaces[0].stats()
         return {
             "lookups": self.lookups,
             "semantic_hits": self.hits,
             "misses": self.misses,
             "timeouts": self.timeouts,
+            "refused_long": self.refused_long,
             "hit_latency_mean_ms": (1000 * self.hit_seconds / self.hits) if self.hits else 0.0,
             "rejections": dict(self.rejections),
             "similarity_histogram": dict(sorted(self.similarity_buckets.items())),
             "adds": self.adds,
             "errors": dict(self.errors),
-            "index": index,
-            "embedder": self.embedder.stats(),
-            "redis": self.store.stats() if self.store is not None else None,
+            # The first model's parts under the historical keys; every model's under "models".
+            "index": first["index"],
+            "embedder": first["embedder"],
+            "redis": first["redis"],
+            "models": {space.embedder.model_name: space.stats() for space in self.spaces},
         }
 
     def health(self) -> dict[str, Any]:
+        stores = [s.store for s in self.spaces if s.store is not None]
         return {
             "started": self._started,
-            "model_loaded": self.embedder.stats()["loaded"],
-            "index_entries": len(self.index) if self.index is not None else 0,
-            "redis": None if self.store is None else ("ok" if self.store.available else "down"),
-            "sync_running": self._sync_task is not None and not self._sync_task.done(),
+            "model_loaded": all(s.embedder.loaded for s in self.spaces),
+            "index_entries": sum(len(s.index) for s in self.spaces if s.index is not None),
+            "redis": None if not stores else ("ok" if all(st.available for st in stores) else "down"),
+            "sync_running": bool(stores) and all(s.syncing for s in self.spaces if s.store is not None),
         }
 
 
 class SimilaritySearchHelper(SemanticCache):
     """The name the design documents use; same object as :class:`SemanticCache`."""
+
+
+def _similar(row: list[Candidate], threshold: float, k: int) -> list[dict[str, Any]]:
+    """Search results at or above ``threshold``, de-duplicated by entry id and question, at most ``k``."""
+    seen: set[str] = set()
+    items: list[dict[str, Any]] = []
+    for c in row:
+        if c.score < threshold or c.entry_id in seen or c.question in seen:
+            continue
+        seen.update((c.entry_id, c.question))
+        items.append({"question": c.question, "similarity": min(1.0, c.score), "entry_id": c.entry_id})
+        if len(items) >= k:
+            break
+    return items
 
 
 def _bucket(score: float) -> str:

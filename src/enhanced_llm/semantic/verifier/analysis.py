@@ -1,0 +1,156 @@
+"""One text, read once: the facts every verifier rule compares (cached, bounded in bytes).
+
+:func:`analyze` tokenizes a text, reads its English part with :mod:`.en` and its
+Chinese part with :mod:`.zh`, and returns an :class:`Analysis`. Results are kept
+in an LRU bounded by the bytes of the texts it holds (``ANALYSIS_CACHE_BYTES``,
+8 MiB by default; see :func:`set_cache_bytes`), so a cache of prompts does not
+grow with their length.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+from cachetools import LRUCache
+
+from enhanced_llm.semantic.verifier import en
+from enhanced_llm.semantic.verifier.zh import CJK_RE, ZhFacts, zh_facts
+
+__all__ = ["Analysis", "analyze", "cache_usage", "set_cache_bytes"]
+
+ANALYSIS_CACHE_BYTES = 8 << 20
+_ENTRY_COST = 4  # an analysis holds several views of its text: about four times its size, plus ~1 KB
+_ENTRY_OVERHEAD = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """Per-text facts the rules compare."""
+
+    text: str
+    norm: str
+    words: tuple[str, ...]  # lower-cased non-Chinese tokens, in order
+    word_set: frozenset[str]
+    numbers: tuple[str, ...]  # sorted canonical numbers (digits, English number words, Chinese numerals)
+    weak_numbers: frozenset[str]  # counts said in a way that may be a pronoun or article (Chinese lone 一)
+    ordinals: frozenset[int]  # positions named ("second", "3rd", 第二)
+    units: frozenset[str]  # units that follow a number ("3 weeks" -> "week", "五公斤" -> "公斤")
+    digit_numbers: bool  # some number is written with digits or Chinese numerals, not only as an English word
+    entities: frozenset[str]
+    stems: tuple[str, ...]  # en.stem() of every word, in order
+    stem_set: frozenset[str]
+    content: frozenset[str]  # stems of the English content words (not stop words, not numbers)
+    squashed: str  # lower-cased letters and digits only ("Hugging Face.js" -> "huggingfacejs")
+    initialisms: frozenset[str]  # capitals of CamelCase tokens ("JavaScript" -> "js")
+    neg_scopes: tuple[str | None, ...]  # per explicit negation cue: stem of the word it negates (None: unknown)
+    implicit_neg: bool  # a word that negates by meaning ("absence", "avoid", "non-...")
+    zh: ZhFacts | None  # the Chinese part, when there is one
+
+    @property
+    def negated(self) -> bool:
+        return bool(self.neg_scopes) or self.implicit_neg or bool(self.zh and self.zh.negated)
+
+
+_cache: LRUCache[str, tuple[Analysis, int]] = LRUCache(maxsize=ANALYSIS_CACHE_BYTES, getsizeof=lambda item: item[1])
+_lock = threading.Lock()
+
+
+def set_cache_bytes(limit: int) -> None:
+    """Bound the analysis cache to ``limit`` bytes (drops what it holds)."""
+    global _cache
+    with _lock:
+        _cache = LRUCache(maxsize=max(1, limit), getsizeof=lambda item: item[1])
+
+
+def cache_usage() -> dict[str, int]:
+    with _lock:
+        return {"analysis_cache_bytes": int(_cache.currsize), "analysis_cache_entries": len(_cache),
+                "analysis_cache_bytes_bound": int(_cache.maxsize)}
+
+
+def analyze(text: str) -> Analysis:
+    """The facts of ``text`` (cached)."""
+    with _lock:
+        hit = _cache.get(text)
+    if hit is not None:
+        return hit[0]
+    result = _analyze(text)
+    size = _ENTRY_COST * len(text.encode("utf-8", "surrogatepass")) + _ENTRY_OVERHEAD
+    if size <= _cache.maxsize // 8:
+        with _lock:
+            _cache[text] = (result, size)
+    return result
+
+
+def _analyze(text: str) -> Analysis:
+    text = text.replace("\u2019", "'").replace("\u2018", "'")
+    norm = " ".join(text.lower().split())
+    raw_tokens = en._TOKEN_RE.findall(text)
+    words: list[str] = []
+    entities: set[str] = set()
+    sentence_starts = {m.start(1) for m in en._SENT_START_RE.finditer(text)}
+    pos = 0
+    for tok in raw_tokens:
+        start = text.find(tok, pos)
+        pos = start + len(tok) if start >= 0 else pos
+        if CJK_RE.match(tok):
+            continue
+        low = tok.strip("`").lower().strip(".'-")
+        if low.endswith("'s"):
+            low = low[:-2]
+        words.append(low)
+        if tok.startswith("`") or en._is_entity_token(tok, at_start=start in sentence_starts):
+            entities.add(low)
+    num_text = en._ENUMERATOR_RE.sub(" ", en._VERSION_V_RE.sub("", text))
+    numbers = [en._canon_number(m.group()) for m in en._NUM_RE.finditer(num_text)]
+    digit_numbers = bool(numbers)
+    for i, w in enumerate(words):
+        if w in en._EN_NUMBER_WORDS and w not in en._EN_WEAK_NUMBER_WORDS:
+            # "several thousand", "hundreds": a magnitude word alone is a vague amount, not a number.
+            if w in en._EN_MAGNITUDES and not (i and (words[i - 1] in en._EN_NUMBER_WORDS or words[i - 1][:1].isdigit())):
+                continue
+            numbers.append(f"{en._EN_NUMBER_WORDS[w]:g}")
+    stems = tuple(en._stem(w) for w in words)
+    ordinals, units = en._ordinals(words), en._units(words, stems)
+    if any(w == "one" and i + 1 < len(words) and stems[i + 1] in en._UNIT_STEMS for i, w in enumerate(words)):
+        numbers.append("1")  # "one day" is a quantity even though "one" alone is usually a pronoun
+    zh = zh_facts(text)
+    weak: frozenset[str] = frozenset()
+    if zh is not None:
+        numbers += zh.numbers
+        digit_numbers = digit_numbers or bool(zh.numbers)
+        ordinals |= zh.ordinals
+        units |= zh.units
+        weak = zh.weak_numbers
+        entities |= {e.lower() for e in zh.entities}
+    entities -= {n for n in entities if en._NUM_RE.fullmatch(n)}
+    neg_scopes, implicit_neg = en._negation_scopes(text, words, stems)
+    initialisms = set()
+    for tok in raw_tokens:
+        caps = "".join(ch for ch in tok if ch.isupper())
+        if len(caps) >= 2 and not tok.isupper():
+            initialisms.add(caps.lower())
+    return Analysis(
+        text=text,
+        norm=norm,
+        words=tuple(words),
+        word_set=frozenset(words),
+        numbers=tuple(sorted(numbers)),
+        weak_numbers=weak,
+        ordinals=ordinals,
+        units=units,
+        digit_numbers=digit_numbers,
+        entities=frozenset(entities),
+        stems=stems,
+        stem_set=frozenset(stems),
+        content=frozenset(
+            st for w, st in zip(words, stems) if w not in en._STOP and not w[:1].isdigit() and w not in en._EN_NUMBER_WORDS
+        ),
+        squashed=re.sub(r"[^0-9a-z]+", "", norm),
+        initialisms=frozenset(initialisms),
+        neg_scopes=neg_scopes,
+        implicit_neg=implicit_neg,
+        zh=zh,
+    )

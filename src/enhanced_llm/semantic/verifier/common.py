@@ -1,0 +1,379 @@
+"""Decide whether a cached question may answer a new one: the rules, in order, and their verdict.
+
+Embeddings say two questions are *about* the same thing; they are poor at
+saying the questions *ask* the same thing. "Convert Celsius to Fahrenheit"
+and "convert Fahrenheit to Celsius" score ~0.99 cosine. :class:`Verifier`
+runs cheap, general rules over both texts after the similarity threshold and
+rejects the pair when one of them finds a difference that changes the answer.
+The facts come from :mod:`.analysis` (English rules in :mod:`.en`, Chinese in :mod:`.zh`).
+
+Rules, in order (each rejection has its own reason string):
+
+``unrepresentable``  the embedding model sees mostly unknown tokens in either text.
+``truncated``        either text is longer than the model reads.
+``number_mismatch``  the numbers differ (digits, English number words, Chinese numerals
+                     with 两 and 半; "3" == "three" == "三"). List markers and vague
+                     magnitudes are not numbers; a count said on one side only in words
+                     ("two steps" / "the steps", "一天" / "每天") is tolerated, digits never.
+``ordinal_mismatch`` both texts name positions and they differ (second / third, 第一 / 第二).
+``unit_mismatch``    both texts measure something and share no unit (days / weeks, 公斤 / 斤).
+``date_mismatch``    both texts name relative dates and they differ (今天 / 明天, 周六 / 周日).
+``negation_mismatch`` one text negates what the other asserts (English cues with a scope;
+                     Chinese 不 没 没有 别 未 非 无, not 别人 / 无锡 / 能不能).
+``antonym``          one text uses a word whose opposite the other uses (tables, un-/dis-,
+                     -ful/-less; Chinese words, or one opposite character in the same place).
+``swapped_roles``    two content words trade places across a direction word ("X to Y",
+                     "X than Y", A比B, 从A到B, 把A换成B).
+``entity_mismatch``  each text names something the other does not (proper nouns, acronyms,
+                     identifiers, code spans; Chinese people, places, organisations by jieba POS).
+``content_mismatch`` one word was swapped for another in an otherwise identical question
+                     (the word sequences differ in one place; one content word on one side,
+                     at most two on the other), and the
+                     word has no positive evidence of meaning the same as one of
+                     the other side: same stem, one word containing the other (猫 / 猫咪),
+                     the synonym table, or word-level similarity from the same embedding
+                     model (``word_similarity``). A differing word is evidence of a
+                     different question unless shown otherwise.
+
+:meth:`Verifier.same_question` (used by ``SemanticCache.choose``) says whether two stored
+questions use the same content words, i.e. are one question stored twice.
+
+Optional NLP results (anything with ``entities``, ``numbers`` and ``negations``) add to
+what the rules extract. Typical cost: 20-100 µs per pair (per-text analysis is cached).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from enhanced_llm.semantic.verifier import en
+from enhanced_llm.semantic.verifier.analysis import Analysis, analyze
+from enhanced_llm.semantic.verifier.synonyms import rival, same_meaning
+from enhanced_llm.semantic.verifier.zh import zh_antonym, zh_swapped
+
+__all__ = ["Verdict", "Verifier", "REASONS", "lexical_overlap", "differing_words"]
+
+REASONS = (
+    "identical",
+    "ok",
+    "unrepresentable",
+    "truncated",
+    "number_mismatch",
+    "ordinal_mismatch",
+    "unit_mismatch",
+    "date_mismatch",
+    "negation_mismatch",
+    "antonym",
+    "swapped_roles",
+    "entity_mismatch",
+    "content_mismatch",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    accepted: bool
+    reason: str
+    detail: str = ""
+
+    def __bool__(self) -> bool:
+        return self.accepted
+
+
+#: ``word_similarity(a, b)``: cosine of two words under the embedding model, or None when unknown.
+WordSimilarity = Callable[[str, str], "float | None"]
+
+
+class Verifier:
+    """Rule-based check that a cached question answers a new one.
+
+    ``text_info`` (optional) maps a text to an object with ``coverage`` (share of tokens the
+    embedding model knows) and ``truncated``. ``word_similarity`` (optional) gives the
+    content-word rule word-level evidence from the embedding model; ``word_threshold`` is the
+    cosine two words need to count as the same meaning. ``generalise=False`` turns the
+    content-word rule off (the rules before it only).
+    """
+
+    def __init__(
+        self,
+        text_info: Callable[[str], Any] | None = None,
+        *,
+        min_coverage: float = 0.9,
+        one_sided_entities: bool = False,
+        word_similarity: WordSimilarity | None = None,
+        word_threshold: float = 0.65,
+        generalise: bool = True,
+    ) -> None:
+        self.text_info = text_info
+        self.min_coverage = min_coverage
+        self.one_sided_entities = one_sided_entities
+        self.word_similarity = word_similarity
+        self.word_threshold = word_threshold
+        self.generalise = generalise
+
+    def verify(
+        self, query: str, candidate: str, query_nlp: Any = None, candidate_nlp: Any = None,
+        *, word_similarity: WordSimilarity | None = None, word_threshold: float | None = None,
+    ) -> Verdict:
+        """Accept or reject ``candidate`` (a cached question) as an answer source for ``query``."""
+        q, c = analyze(query), analyze(candidate)
+        if q.norm == c.norm:
+            return Verdict(True, "identical")
+        if self.text_info is not None:
+            for text in (query, candidate):
+                info = self.text_info(text)
+                if info.coverage < self.min_coverage:
+                    return Verdict(False, "unrepresentable", f"coverage {info.coverage:.2f}")
+                if getattr(info, "truncated", False):
+                    return Verdict(False, "truncated")
+        for rule in (_numbers, _ordinals, _units, _dates):
+            verdict = rule(q, c, query_nlp, candidate_nlp)
+            if verdict is not None:
+                return verdict
+        neg = _negation_difference(q, c, query_nlp, candidate_nlp)
+        if neg:
+            return Verdict(False, "negation_mismatch", neg)
+        pair = _antonym_pair(q, c)
+        if pair:
+            return Verdict(False, "antonym", f"{pair[0]} / {pair[1]}")
+        if en._en_swapped(q, c) or (q.zh is not None and c.zh is not None and zh_swapped(q.zh, c.zh)):
+            return Verdict(False, "swapped_roles")
+        ent = self._entity_difference(q, c, query_nlp, candidate_nlp)
+        if ent:
+            return Verdict(False, "entity_mismatch", ent)
+        if self.generalise:
+            similar = word_similarity or self.word_similarity
+            unmatched = _unmatched_words(q, c, similar, self.word_threshold if word_threshold is None else word_threshold)
+            if unmatched:
+                return Verdict(False, "content_mismatch", unmatched)
+        return Verdict(True, "ok")
+
+    def same_question(self, a: str, b: str) -> bool:
+        """Do two stored questions use the same content words (ignoring function words, inflection,
+        order and casing)? Two such entries are one question stored twice: if both may answer a
+        query, the cache holds two answers to it and should not pick one by a cosine difference."""
+        x, y = analyze(a), analyze(b)
+        return x.content == y.content and _zh_content(x) == _zh_content(y)
+
+    def _entity_difference(self, q: Analysis, c: Analysis, q_nlp: Any, c_nlp: Any) -> str:
+        eq = q.entities | _nlp_entities(q_nlp)
+        ec = c.entities | _nlp_entities(c_nlp)
+        only_q = {e for e in eq if not _covered(e, c)}
+        only_c = {e for e in ec if not _covered(e, q)}
+        if only_q and only_c or self.one_sided_entities and (only_q or only_c):
+            return f"{sorted(only_q)} vs {sorted(only_c)}"
+        return ""
+
+
+# --- numbers, ordinals, units, dates -------------------------------------------------
+
+def _numbers(q: Analysis, c: Analysis, q_nlp: Any, c_nlp: Any) -> Verdict | None:
+    nq, nc = _merge_numbers(q.numbers, q_nlp), _merge_numbers(c.numbers, c_nlp)
+    # A weak count (Chinese lone 一 before a measure word) counts only when the other side has numbers too.
+    if q.weak_numbers and (nc or c.weak_numbers):
+        nq = nq | q.weak_numbers
+    if c.weak_numbers and (nq or q.weak_numbers):
+        nc = nc | c.weak_numbers
+    # "2nd" and "second" name the same position: an ordinal in digits matches one in words.
+    same_position = {f"{o:g}" for o in q.ordinals & c.ordinals}
+    nq, nc = nq - same_position, nc - same_position
+    if nq != nc and _numbers_matter(q, c, nq, nc):
+        return Verdict(False, "number_mismatch", f"{sorted(nq)} vs {sorted(nc)}")
+    return None
+
+
+def _ordinals(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
+    if q.ordinals and c.ordinals and q.ordinals != c.ordinals:
+        return Verdict(False, "ordinal_mismatch", f"{sorted(q.ordinals)} vs {sorted(c.ordinals)}")
+    return None
+
+
+def _units(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
+    if q.units and c.units and not q.units & c.units:
+        return Verdict(False, "unit_mismatch", f"{sorted(q.units)} vs {sorted(c.units)}")
+    return None
+
+
+def _dates(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
+    dq, dc = (q.zh.dates if q.zh else frozenset()), (c.zh.dates if c.zh else frozenset())
+    if dq and dc and dq != dc:
+        return Verdict(False, "date_mismatch", f"{sorted(dq)} vs {sorted(dc)}")
+    return None
+
+
+def _merge_numbers(numbers: tuple[str, ...], nlp: Any) -> frozenset[str]:
+    out = set(numbers)
+    for n in getattr(nlp, "numbers", None) or ():
+        out.add(_canon_number(str(n)))
+    return frozenset(out)
+
+
+def _numbers_matter(q: Analysis, c: Analysis, nq: frozenset[str], nc: frozenset[str]) -> bool:
+    """Different numbers reject, except a count spelled out on one side only ("two essential
+    elements" vs "the elements ... and ..."): a number written in digits always counts."""
+    if nq and nc:
+        return True
+    one = q if nq else c
+    return one.digit_numbers
+
+
+# --- negation and antonyms ------------------------------------------------------------
+
+def _negation_difference(q: Analysis, c: Analysis, q_nlp: Any, c_nlp: Any) -> str:
+    """Non-empty when exactly one text negates what the other asserts.
+
+    Each explicit English cue ("not", "without", "n't", "non-") negates the next content word. When
+    one text has cues and the other none, the pair is rejected if a negated word occurs in the other
+    text ("Can dogs eat chocolate?" / "Can dogs not eat chocolate?"). A negated word the other text
+    does not use is read as the same meaning put another way ("not mandatory" / "optional"), and
+    negation by meaning ("in the absence of", "avoid") counts as negation on either side. Chinese
+    negation (not parsed for scope) and negations reported by an NLP analysis reject whenever the
+    other side has no negation at all.
+    """
+    nlp_q, nlp_c = bool(getattr(q_nlp, "negations", None)), bool(getattr(c_nlp, "negations", None))
+    neg_q, neg_c = q.negated or nlp_q, c.negated or nlp_c
+    if neg_q == neg_c:
+        return ""
+    n, p, n_nlp = (q, c, nlp_q) if neg_q else (c, q, nlp_c)
+    if n.zh is not None and n.zh.negated:
+        return "negated (zh)"
+    if n_nlp and not n.neg_scopes and not n.implicit_neg:
+        return "negated (nlp)"
+    lessened = en._lessened(p)
+    for scope in n.neg_scopes:
+        if scope in lessened:  # "not as exact" / "less exact": the same comparison, not a contradiction
+            continue
+        if scope is None or scope in p.stem_set or scope in p.squashed:
+            return f"negated {scope!r}"
+    return ""
+
+
+def _antonym_pair(q: Analysis, c: Analysis) -> tuple[str, str] | None:
+    only_q, only_c = q.word_set - c.word_set, c.word_set - q.word_set
+    for w in only_q:
+        opposites = en._ANTONYM_MAP.get(w)
+        if opposites and opposites & only_c:
+            return w, next(iter(opposites & only_c))
+        for p in en._NEG_PREFIXES:  # able / unable, like / dislike, useful / useless
+            if p + w in only_c and en._stem(w) not in q.neg_scopes:
+                return w, p + w
+            if w.startswith(p) and len(w) - len(p) >= 3 and w[len(p):] in only_c and en._stem(w[len(p):]) not in c.neg_scopes:
+                return w, w[len(p):]
+        if w.endswith("ful") and w[:-3] + "less" in only_c:
+            return w, w[:-3] + "less"
+        if w.endswith("less") and w[:-4] + "ful" in only_c:
+            return w, w[:-4] + "ful"
+    for w in only_q:  # two members of one closed class: red / yellow, summer / winter, local / remote
+        for u in only_c:
+            if rival(w, u) or rival(en._stem(w), en._stem(u)):
+                return w, u
+    if q.zh is not None and c.zh is not None:
+        zq, zc = set(q.zh.content - c.zh.content), set(c.zh.content - q.zh.content)
+        for w in zq:
+            for u in zc:
+                if rival(w, u):
+                    return w, u
+        return zh_antonym(zq, zc)
+    return None
+
+
+# --- names and content words -----------------------------------------------------------
+
+def _covered(word: str, other: Analysis) -> bool:
+    """Does ``other`` mention ``word`` (any casing, plural/possessive, inside an identifier, as an acronym)?"""
+    if word in other.word_set or word in other.norm:
+        return True
+    if 2 <= len(word) <= 6 and word.isalpha():  # "ml" for "machine learning"
+        initials = "".join(w[0] for w in other.words if w)
+        if word in initials and any(
+            "".join(w[0] for w in other.words[i : i + len(word)]) == word for i in range(len(other.words))
+        ):
+            return True
+    if word in other.initialisms:  # "js" for "JavaScript"
+        return True
+    squashed = re.sub(r"[^0-9a-z]+", "", word)
+    if len(squashed) >= 3 and squashed in other.squashed:  # "Hugging Face.js" / "Huggingface.js"
+        return True
+    stem = en._stem(word)
+    return len(stem) >= 3 and (stem in other.stem_set or stem in other.norm)
+
+
+def _nlp_entities(nlp: Any) -> set[str]:
+    out: set[str] = set()
+    for e in getattr(nlp, "entities", None) or ():
+        text = e.get("text") if isinstance(e, dict) else getattr(e, "text", None)
+        label = e.get("label") if isinstance(e, dict) else getattr(e, "label", None)
+        if text and label not in ("CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "DATE", "TIME"):
+            out.add(str(text).lower())
+    return out
+
+
+def _zh_content(a: Analysis) -> frozenset[str]:
+    return a.zh.content if a.zh is not None else frozenset()
+
+
+def differing_words(query: str, candidate: str) -> tuple[set[str], set[str]]:
+    """Content words (English stems as written, Chinese words) each text has and the other lacks."""
+    q, c = analyze(query), analyze(candidate)
+    return _differing(q, c)
+
+
+def _differing(q: Analysis, c: Analysis) -> tuple[set[str], set[str]]:
+    def english(a: Analysis, other: Analysis) -> set[str]:
+        return {
+            w for w, st in zip(a.words, a.stems)
+            if st in a.content and w not in en._EN_NEG and not w.startswith(en._NEG_HYPHEN_PREFIXES) and not _covered(w, other)
+        }
+
+    zq, zc = _zh_content(q), _zh_content(c)
+    only_q = english(q, c) | {w for w in zq - zc if w not in c.norm}
+    only_c = english(c, q) | {w for w in zc - zq if w not in q.norm}
+    return only_q, only_c
+
+
+def _unmatched_words(q: Analysis, c: Analysis, similar: WordSimilarity | None, threshold: float) -> str:
+    """Words of the smaller differing side with no evidence of meaning one of the other side's ("" if none)."""
+    only_q, only_c = _differing(q, c)
+    if not only_q or not only_c:
+        return ""  # one text only adds words (a detail, a politer form): tolerated
+    small, big = (only_q, only_c) if len(only_q) <= len(only_c) else (only_c, only_q)
+    if len(small) > 1 or len(big) > 2 or _edits(q, c) > 1:
+        return ""  # reworded: the shape of a paraphrase, not of a one-word substitution
+    missing = []
+    for w in sorted(small):
+        if not any(_same(w, u, similar, threshold) for u in big):
+            missing.append(w)
+    return f"{missing} vs {sorted(big)}" if missing else ""
+
+
+def _edits(q: Analysis, c: Analysis) -> int:
+    """Places where the two texts' word sequences differ (a question with one word swapped: 1)."""
+    tq = list(q.words) + list(q.zh.words if q.zh else ())
+    tc = list(c.words) + list(c.zh.words if c.zh else ())
+    return sum(op != "equal" for op, *_ in difflib.SequenceMatcher(None, tq, tc, autojunk=False).get_opcodes())
+
+
+def _same(a: str, b: str, similar: WordSimilarity | None, threshold: float) -> bool:
+    if en._stem(a) == en._stem(b) or same_meaning(a, b):
+        return True
+    if re.search(r"[\u4e00-\u9fff]", a) and (a in b or b in a):  # 猫 / 猫咪, 高铁 / 坐高铁
+        return True
+    if similar is None:
+        return False
+    score = similar(a, b)
+    return score is not None and score >= threshold
+
+
+def lexical_overlap(a: str, b: str) -> float:
+    """Dice coefficient of the two texts' content-word stems (0..1; 1.0 when neither has any).
+
+    Used to break near-ties between stored questions that embed almost equally close to a query.
+    """
+    x, y = analyze(a), analyze(b)
+    cx, cy = x.content | _zh_content(x), y.content | _zh_content(y)
+    if not cx and not cy:
+        return 1.0
+    return 2 * len(cx & cy) / (len(cx) + len(cy))
