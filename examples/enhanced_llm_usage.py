@@ -106,13 +106,20 @@ async def demo_basic(handler: Any, params: Any) -> None:
 async def demo_cache(handler: Any, params: Any, semantic: bool) -> None:
     title("2. Cache: repeat (exact) and paraphrase (semantic)")
     question = _unique("How do I reset my router password?")
+    chinese = _unique("什么是人工智能？")  # the design documents' own example question
     steps = [("first request", question), ("same request again", question), ("same again", question)]
     if semantic:
-        await handler.llm.flush_cache_writes()
-        await asyncio.sleep(1.0)  # let the new entry reach the vector index (added in the background)
-        steps.append(("paraphrase", question.replace("How do I reset", "How can I reset")))
+        steps += [
+            ("paraphrase", question.replace("How do I reset", "How can I reset")),
+            ("中文 question (demo 1)", chinese),
+            ("中文 paraphrase", _unique("人工智能是什么？")),
+            ("中文 other question", _unique("什么是机器学习？")),
+        ]
     rows, times = [], {}
     for label, prompt in steps:
+        if semantic and label in ("paraphrase", "中文 paraphrase"):
+            await handler.llm.flush_cache_writes()
+            await asyncio.sleep(1.0)  # let the new entry reach the vector index (added in the background)
         r = await ask(handler, prompt, params)
         meta = r["output"].metadata
         times.setdefault(label, r["total"])

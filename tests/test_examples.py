@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,9 @@ def test_usage_example_quick_run():
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-6000:]
     for heading in ("1. Basic generation", "2. Cache", "3. NLP analysis", "4. Concurrent batch", "5. Health check"):
         assert f"=== {heading}" in out, heading
-    assert "same request again | True  | exact" in out  # the repeat is an exact hit
+    assert re.search(r"same request again\s*\| True\s*\| exact", out)  # the repeat is an exact hit
+    assert re.search(r"中文 paraphrase\s*\| True\s*\| semantic", out), out  # a Chinese paraphrase, from the cache
+    assert re.search(r"中文 other question\s*\| False", out)
     assert "-x faster" not in out and "x faster" in out
     assert "connectives:" in out and "clause" in out
     assert "repeated (cache) | 8" in out and "8/8" in out
