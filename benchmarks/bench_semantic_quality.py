@@ -251,11 +251,15 @@ def run_eval_set(cache: SemanticCache, lang: str, splits: list[str]) -> dict:
     """Score benchmarks/data/semantic_eval_<lang>.json pair by pair (store ``a``, query ``b``), per split.
 
     Each pair goes to the model its query routes to (its own threshold); a hit on a "different" pair is a
-    wrong hit. Figures per split are kept apart: tune on "tuning", report "held_out".
+    wrong hit. Figures per split are kept apart: tune on "tuning", report "held_out" and "held_out_2"
+    (``semantic_holdout2_<lang>.json``, written blind).
     """
     from enhanced_llm.semantic.index import Candidate
 
-    spec = json.loads((ROOT / "data" / f"semantic_eval_{lang}.json").read_text())["pairs"]
+    spec = []
+    for name in (f"semantic_eval_{lang}.json", f"semantic_holdout2_{lang}.json"):  # the second: split "held_out_2"
+        if (ROOT / "data" / name).exists():
+            spec += json.loads((ROOT / "data" / name).read_text())["pairs"]
     out: dict[str, dict] = {}
     for split in splits:
         pairs = [p for p in spec if p["split"] == split]
@@ -311,7 +315,11 @@ def main() -> None:
     ap.add_argument(
         "--qqp-offset", type=int, nargs="+", default=[0, 20000], help="first QQP pair of each slice (e.g. 0 20000)"
     )
-    ap.add_argument("--splits", nargs="+", default=["tuning", "held_out"], help="parts of the gold sets to score")
+    ap.add_argument(
+        "--splits", nargs="+", default=["tuning", "held_out", "held_out_2"],
+        help="parts of the gold sets to score: 'tuning', 'held_out' (scored while tuning twice: no longer blind), "
+        "'held_out_2' (written blind by someone who had not seen the rules, scored once the rules were frozen)",
+    )
     ap.add_argument("--eval-only", action="store_true", help="only the gold sets and the adversarial set")
     ap.add_argument("--no-generalise", action="store_true", help="verifier without the content-word rule")
     ap.add_argument("--no-gptcache", action="store_true")
