@@ -100,12 +100,16 @@ class KeyBuilder:
         lora_request: Any = None,
         kwargs: Mapping[str, Any] | None = None,
         open_ended: bool = False,
+        epoch: tuple[int, int] = (0, 0),
     ) -> RequestKey:
         """Return the keys, or raise :class:`Uncacheable` with the reason. ``open_ended``: the
-        request's ``max_tokens`` reaches the end of the context (see the module docstring)."""
+        request's ``max_tokens`` reaches the end of the context (see the module docstring);
+        ``epoch``: the (global, tenant) epochs of :mod:`.invalidation` (raised to forget a scope)."""
         kind, salt, body, text = _canonical_prompt(prompt)
         max_tokens = getattr(params, "max_tokens", None)
-        scope = self._scope_digest(params, tenant, lora_request, kwargs or {}, salt, None if open_ended else max_tokens)
+        scope = self._scope_digest(
+            params, tenant, lora_request, kwargs or {}, salt, None if open_ended else max_tokens, epoch
+        )
         exact = hashlib.blake2b(
             scope + b"max_tokens:" + str(max_tokens).encode() + b"\0" + kind + body, digest_size=16
         ).hexdigest()
@@ -120,20 +124,22 @@ class KeyBuilder:
 
     def scope(
         self, params: Any, *, tenant: str = "", lora_request: Any = None, kwargs: Mapping[str, Any] | None = None,
-        context: str | None = None, salt: str | None = None,
+        context: str | None = None, salt: str | None = None, epoch: tuple[int, int] = (0, 0),
     ) -> bytes:
         """The semantic scope digest: everything that decides the answer except the question
         (with a chat ``context``: within that conversation)."""
         max_tokens = getattr(params, "max_tokens", None)
-        return _with_context(self._scope_digest(params, tenant, lora_request, kwargs or {}, salt, max_tokens), context)
+        digest = self._scope_digest(params, tenant, lora_request, kwargs or {}, salt, max_tokens, epoch)
+        return _with_context(digest, context)
 
     def _scope_digest(
         self, params: Any, tenant: str, lora_request: Any, kwargs: Mapping[str, Any], salt: str | None,
-        max_tokens: int | None,
+        max_tokens: int | None, epoch: tuple[int, int],
     ) -> bytes:
         scope_doc = {
             "params": _canonical_params(params),
             "max_tokens": max_tokens,
+            "epoch": list(epoch),
             "lora": _canonical_lora(lora_request),
             "kwargs": _canonical_kwargs(kwargs),
             "tenant": tenant,

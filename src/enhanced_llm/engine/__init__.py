@@ -37,6 +37,7 @@ from vllm.v1.engine.exceptions import EngineDeadError
 from ..answers import AnswerRecorder, progress_output
 from ..cache.chat_turns import ChatLayout
 from ..cache.entry import CacheEntry
+from ..cache.invalidation import Invalidations
 from ..cache.keys import KeyBuilder, model_fingerprint
 from ..collector import EnhancedOutput, EnhancedRequestOutputCollector
 from ..enrichment import Enricher
@@ -45,6 +46,7 @@ from . import stages
 from .construction import EnhancementsMixin
 from .flow import FlowTable, RequestFlow, Role
 from .followers import SingleFlight
+from .forget import forget_request
 from .race import semantic_race
 
 __all__ = ["EnhancedAsyncLLM", "RequestOptions", "OPTIONS_KEY"]
@@ -84,6 +86,13 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
         self._contexts: TTLCache = TTLCache(maxsize=10_000, ttl=600)
         self._background: set[asyncio.Task] = set()
         self._counters: dict[str, int] = {}
+        redis = self.cache_manager.redis if self.cache_manager is not None else None
+        self.invalidations = Invalidations(
+            redis.client if redis is not None else None, self.cache_config.key_prefix,
+            timeout=self.cache_config.redis_timeout, retry_after=self.cache_config.redis_retry_after,
+            on_key=self._drop_from_memory, on_all=self._clear_memory,
+        )
+        self._invalidations_started: asyncio.Task | None = None
 
     # -- the request path ---------------------------------------------------------------------
 
@@ -101,6 +110,7 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
             prompt = await stages.prepare_prompt(self, flow, prompt)
             flow.plan = stages.plan(self, flow)
             if flow.plan.cacheable:
+                await self._epochs_known()
                 await stages.validate(self, flow, prompt)
                 stages.build_key(self, flow, prompt)
             flow.meta.cache_status = flow.plan.status
@@ -254,6 +264,42 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
         meta = self._contexts.get(request_id)
         return None if meta is None else meta.as_dict()
 
+    # -- forgetting -------------------------------------------------------------------------------
+
+    async def forget(self, prompt: Any, params: SamplingParams | None = None, *, scope: str | None = None, **kwargs: Any) -> bool:
+        """Remove the stored answer to ``generate(prompt, params, **kwargs)`` in tenant ``scope``: its
+        exact entry and its vector, here and on every replica sharing the Redis (see
+        :mod:`.forget`). True when an entry was found."""
+        await self._epochs_known()
+        return await forget_request(self, prompt, params, scope, kwargs)
+
+    async def forget_scope(self, scope: str) -> int:
+        """Make every answer stored for tenant ``scope`` unreachable, on every replica; the new epoch."""
+        await self._epochs_known()
+        return await self.invalidations.raise_epoch(scope)
+
+    async def forget_all(self) -> int:
+        """Make every stored answer unreachable, on every replica (e.g. after the model's weights
+        changed in place, which its fingerprint cannot see); the new global epoch."""
+        await self._epochs_known()
+        return await self.invalidations.raise_epoch(None)
+
+    async def _epochs_known(self) -> None:
+        """Before its first key, a process reads the epochs of forgotten scopes (once, bounded by the
+        Redis timeout), so a replica that starts late never serves what others forgot."""
+        if self._invalidations_started is None:
+            self._invalidations_started = asyncio.get_running_loop().create_task(self.invalidations.start())
+        if not self._invalidations_started.done():
+            await asyncio.shield(self._invalidations_started)
+
+    def _drop_from_memory(self, key: str) -> None:
+        if self.cache_manager is not None and self.cache_manager.memory is not None:
+            self.cache_manager.memory.delete(key)
+
+    def _clear_memory(self) -> None:
+        if self.cache_manager is not None:
+            self.cache_manager.clear_memory()
+
     # -- abort --------------------------------------------------------------------------------------
 
     async def abort(self, request_id: Any, internal: bool = False) -> None:
@@ -317,6 +363,7 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
         stats["enabled"] = True
         stats["in_flight"] = len(self.flights)
         stats["elections"] = self.flights.elections
+        stats["invalidations"] = dict(self.invalidations.stats)
         stats.update(self._counters)
         return stats
 
@@ -348,6 +395,7 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
             self.fail_unfinished(EngineDeadError("the engine is shutting down"))
             for task in list(self._background):
                 task.cancel()
+            await self.invalidations.close()
             await self.close_components()
         await asyncio.to_thread(self.shutdown)  # vLLM's shutdown blocks while the core process exits
 

@@ -45,7 +45,7 @@ def bind_arguments(request_id: str, prompt: Any, params: Any, args: tuple, kwarg
     return dict(bound)
 
 
-async def prepare_prompt(engine: Any, flow: RequestFlow, prompt: Any) -> Any:
+async def prepare_prompt(engine: Any, flow: RequestFlow, prompt: Any, enhance: bool = True) -> Any:
     """Chat messages are rendered with the model's template; opt-in context enhancement is applied."""
     messages = prompt.get("messages") if isinstance(prompt, Mapping) and "messages" in prompt else None
     rendered = engine.render_chat(messages) if messages is not None else None
@@ -53,10 +53,11 @@ async def prepare_prompt(engine: Any, flow: RequestFlow, prompt: Any) -> Any:
     if context is None and messages is not None:
         text = _last_user_message(messages)
     added: list[dict[str, Any]] = []
-    if text and engine.handler_config.features.enable_context_enhancement:
+    if enhance and text and engine.handler_config.features.enable_context_enhancement:
         scope = engine.keys.scope(
             flow.params, tenant=RequestOptions.from_params(flow.params).scope,
             lora_request=flow.lora_request, kwargs=flow.kwargs, context=context,
+            epoch=engine.invalidations.epoch(RequestOptions.from_params(flow.params).scope),
         ).hex()
         added = await engine.enricher.enhance(text, scope, engine.cache_manager)
         flow.meta.context_added = added
@@ -151,6 +152,7 @@ def build_key(engine: Any, flow: RequestFlow, prompt: Any) -> None:
         key = engine.keys.build(
             prompt, params, tenant=flow.plan.options.scope, lora_request=flow.lora_request, kwargs=flow.kwargs,
             open_ended=params.max_tokens is None or params.max_tokens >= room,
+            epoch=engine.invalidations.epoch(flow.plan.options.scope),
         )
         flow.plan.key = dataclasses.replace(key, max_tokens=validated.max_tokens)
         return
