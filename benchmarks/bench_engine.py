@@ -189,6 +189,7 @@ async def exact_hits(enhanced, n: int, max_tokens: int) -> dict:
         "l2_hit_p50_ms": round(1000 * percentile(l2, 50), 4), "l2_hit_p99_ms": round(1000 * percentile(l2, 99), 4),
         "time_saved_l1": round(1 - percentile(l1, 50) / miss_latency, 5),
         "time_saved_l2": round(1 - percentile(l2, 50) / miss_latency, 5),
+        "samples_ms": {"memory (L1)": [round(1000 * x, 4) for x in l1], "redis (L2)": [round(1000 * x, 4) for x in l2]},
     }
 
 
@@ -214,6 +215,7 @@ async def semantic_hits(enhanced, pairs: int, max_tokens: int) -> dict:
         "semantic_hit_p50_ms": round(1000 * percentile(latencies, 50), 3),
         "semantic_hit_p99_ms": round(1000 * percentile(latencies, 99), 3),
         "time_saved": round(1 - percentile(latencies, 50) / single_miss[1], 4) if latencies else None,
+        "samples_ms": {"semantic": [round(1000 * x, 3) for x in latencies]},
     }
 
 
@@ -270,7 +272,7 @@ async def main(args) -> dict:
 
 def targets(scenario: str, r: dict) -> dict:
     if scenario == "long":
-        long = r["long_context"]
+        long = r["long_context"]  # noqa: A001
         return {f"throughput_ratio>=0.97 ({kind})": long[kind]["throughput_ratio"] >= 0.97 for kind in ("delta", "cumulative")}
     load = r["load_0pct_hits"]
     t = {"throughput_ratio>=0.97": load["throughput_ratio"] >= 0.97}
@@ -289,6 +291,39 @@ def targets(scenario: str, r: dict) -> dict:
     return t
 
 
+def plot(report: dict, path: str) -> None:
+    """Hit latency by level (box plot, log scale) and throughput ratio per round and scenario."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: no plot written ({path})", file=sys.stderr)
+        return
+    samples: dict[str, list[float]] = {}
+    ratios: dict[str, list[float]] = {}
+    for name, scenario in report["scenarios"].items():
+        for part in ("exact_hits", "semantic_hits"):
+            samples.update(scenario.get(part, {}).get("samples_ms", {}))
+        if "load_0pct_hits" in scenario:
+            ratios[name] = scenario["load_0pct_hits"]["throughput_ratios_per_round"]
+        for kind in ("delta", "cumulative"):
+            if kind in scenario.get("long_context", {}):
+                ratios[f"long {kind}"] = scenario["long_context"][kind]["throughput_ratios_per_round"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    if samples:
+        left.boxplot(list(samples.values()), labels=list(samples), showfliers=False)
+        left.set(yscale="log", ylabel="ms through generate()", title="cache hit latency by level")
+    for name, values in ratios.items():
+        right.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    right.axhline(0.97, color="red", lw=0.8, ls="--", label="0.97 target")
+    right.set(title="throughput, enhanced / plain, per round (0 % hits)", xlabel="round", ylabel="ratio")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", nargs="+", choices=["core", "semantic", "nlp", "long"], default=["core"])
@@ -300,12 +335,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=40, help="mock_data pairs for semantic hits")
     p.add_argument("--single", type=int, default=40, help="alternating single-request TTFT samples per engine")
     p.add_argument("--output", help="also write the JSON report to this file (vLLM logs share stdout)")
+    p.add_argument("--plot", help="write a PNG: hit latency by level, throughput ratios per round")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = parse(sys.argv[1:])
-    report = json.dumps(asyncio.run(main(args)), indent=2)
+    result = asyncio.run(main(args))
+    if args.plot:
+        plot(result, args.plot)
+    report = json.dumps(result, indent=2)
     if args.output:
         with open(args.output, "w") as f:
             f.write(report + "\n")
