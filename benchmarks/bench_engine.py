@@ -272,7 +272,7 @@ async def main(args) -> dict:
 
 def targets(scenario: str, r: dict) -> dict:
     if scenario == "long":
-        long = r["long_context"]  # noqa: A001
+        long = r["long_context"]
         return {f"throughput_ratio>=0.97 ({kind})": long[kind]["throughput_ratio"] >= 0.97 for kind in ("delta", "cumulative")}
     load = r["load_0pct_hits"]
     t = {"throughput_ratio>=0.97": load["throughput_ratio"] >= 0.97}
