@@ -313,7 +313,7 @@ def plot(report: dict, path: str) -> None:
                 ratios[f"long {kind}"] = scenario["long_context"][kind]["throughput_ratios_per_round"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     if samples:
-        left.boxplot(list(samples.values()), labels=list(samples), showfliers=False)
+        left.boxplot(list(samples.values()), tick_labels=list(samples), showfliers=False)
         left.set(yscale="log", ylabel="ms through generate()", title="cache hit latency by level")
     for name, values in ratios.items():
         right.plot(range(1, len(values) + 1), values, marker="o", label=name)
@@ -342,10 +342,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 if __name__ == "__main__":
     args = parse(sys.argv[1:])
     result = asyncio.run(main(args))
-    if args.plot:
-        plot(result, args.plot)
     report = json.dumps(result, indent=2)
     if args.output:
         with open(args.output, "w") as f:
             f.write(report + "\n")
     print(report)
+    if args.plot:
+        plot(result, args.plot)

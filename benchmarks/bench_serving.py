@@ -294,9 +294,9 @@ def main() -> None:
     text = json.dumps(report, indent=2)
     if args.output:
         args.output.write_text(text + "\n")
+    print(text)
     if args.plot:
         plot(report, list(workloads), args.plot)
-    print(text)
 
 
 def plot(report: dict[str, Any], workloads: list[str], path: Path) -> None:
