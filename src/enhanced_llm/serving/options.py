@@ -1,0 +1,18 @@
+"""What ``enhanced-llm serve`` adds to ``vllm serve``: the enhancement configs and the HTTP mapping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import CacheConfig, HandlerConfig, SimilarityConfig
+
+
+@dataclass
+class ServingOptions:
+    """What the server adds to ``vllm serve``: the enhancement configs and the HTTP mapping."""
+
+    cache_config: CacheConfig = field(default_factory=CacheConfig)
+    similarity_config: SimilarityConfig = field(default_factory=SimilarityConfig)
+    handler_config: HandlerConfig = field(default_factory=HandlerConfig)
+    scope_header: str = "X-Cache-Scope"
+    cache_response_headers: bool = True
