@@ -5,10 +5,11 @@ vLLM's DELTA outputs carry the new tokens of a step (one, normally) and their te
 the moment the N-th token arrives. An output carrying more tokens at once (a cached
 answer arrives whole; a coalesced follower may catch up several steps) is cut at the
 same token boundaries: each piece's text is decoded from its tokens with a few tokens
-of left context (so a piece that starts inside a multi-byte character decodes right),
-and a cut whose decoded text is not a prefix of the rest of the answer (a character
-split across the cut) moves to the next boundary. The pieces always concatenate to
-exactly the text the engine (or the cache) returned.
+of left context, and a character still incomplete at a cut goes to the next piece (as
+vLLM's incremental detokenizer holds it back), so a cached answer comes back in the
+chunks its live generation had. A cut whose decoded text is not a prefix of the rest of
+the answer (a tokenizer whose decoding is not incremental) moves to the next boundary.
+The pieces always concatenate to exactly the text the engine (or the cache) returned.
 """
 
 from __future__ import annotations
@@ -104,21 +105,17 @@ class TokenChunker:
         pieces' texts always concatenate to ``text``.
         """
         pieces: list[tuple[str, int]] = []
-        pos, start, pending = 0, 0, 0  # chars of text used; token index of the current piece; merged tokens
-        context = self._recent
+        pos, start = 0, 0  # chars of text placed; token index where the current piece starts
         for cut in cuts:
-            left = (context + ids[:start])[-_CONTEXT_TOKENS:]
-            piece = _decode(self.tokenizer, left + ids[start:cut])[len(_decode(self.tokenizer, left)):] if left else _decode(
-                self.tokenizer, ids[start:cut]
-            )
-            if piece and text.startswith(piece, pos) and not piece.endswith("\ufffd"):
-                pieces.append((piece, pending + cut - start))
-                pos += len(piece)
-                pending = 0
-            else:
-                pending += cut - start
-            start = cut
-        pieces.append((text[pos:], pending + len(ids) - start))
+            left = (self._recent + ids[:start])[-_CONTEXT_TOKENS:]
+            done = len(_decode(self.tokenizer, left).rstrip("\ufffd")) if left else 0
+            # as vLLM's detokenizer: a character still incomplete at the cut goes to the next piece
+            piece = _decode(self.tokenizer, left + ids[start:cut])[done:].rstrip("\ufffd")
+            if text.startswith(piece, pos):
+                pieces.append((piece, cut - start))
+                pos, start = pos + len(piece), cut
+            # else: decoding differs from the engine's text here: the piece runs on to the next cut
+        pieces.append((text[pos:], len(ids) - start))
         return pieces
 
 
