@@ -125,18 +125,19 @@ def _decode(tokenizer: Any, ids: list[int]) -> str:
 
 async def chunked_generate(
     engine: Any, prompt: Any, params: Any, request_id: str, chunk_tokens: int, lora_request: Any = None,
-    tokenizer: Any = None,
+    tokenizer: Any = None, **generate_kwargs: Any,
 ) -> AsyncIterator[TextChunk]:
     """``engine.generate`` (DELTA output kind, one choice) as :class:`TextChunk` items, chunk by chunk.
 
     Cancelling the iteration (or closing it) cancels ``generate``, which aborts the
-    request the way vLLM does for a client that went away.
+    request the way vLLM does for a client that went away. ``generate_kwargs`` (e.g.
+    ``priority``) go to ``generate``.
     """
     if tokenizer is None:
         tokenizer = getattr(engine, "tokenizer", None)
     chunker = TokenChunker(chunk_tokens, tokenizer)
     prompt_tokens = 0
-    async for output in engine.generate(prompt, params, request_id, lora_request=lora_request):
+    async for output in engine.generate(prompt, params, request_id, lora_request=lora_request, **generate_kwargs):
         prompt_tokens = len(output.prompt_token_ids or ()) or prompt_tokens
         meta = dict(getattr(output, "metadata", None) or {})
         for completion in output.outputs[:1]:
