@@ -61,12 +61,14 @@ def _error(code: str, message: str, details: list[dict[str, Any]] | None = None)
 
 def _engine_error(exc: BaseException) -> Any:
     """vLLM's errors as the gateway's codes (as the OpenAI routes map them to 400 / 500 / 503)."""
+    from vllm.exceptions import VLLMClientError
     from vllm.v1.engine.exceptions import EngineDeadError
 
     if isinstance(exc, EngineDeadError):
         return _error("MODEL_NOT_READY", "the engine is not running")
-    if isinstance(exc, (ValueError, TypeError, OverflowError)):  # vLLM's validation errors are ValueErrors
-        return _error("INVALID_REQUEST", str(exc), [{"type": type(exc).__name__, "field": None, "description": str(exc)}])
+    if isinstance(exc, (VLLMClientError, ValueError, TypeError, OverflowError)):  # as vLLM's handlers: a 4xx
+        field = getattr(exc, "parameter", None)
+        return _error("INVALID_REQUEST", str(exc), [{"type": type(exc).__name__, "field": field, "description": str(exc)}])
     logger.exception("gateway request failed")
     return _error("INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
 

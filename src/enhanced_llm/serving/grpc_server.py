@@ -54,6 +54,7 @@ def _options(generation: Any) -> GenerationOptions:
 
 def _servicer(engine: Any, info: ServerInfo, keys: ApiKeys, chunk_tokens: int) -> Any:
     grpc, pb2, pb2_grpc = _import_grpc()
+    from vllm.exceptions import VLLMClientError
     from vllm.v1.engine.exceptions import EngineDeadError
 
     priority_scheduling = getattr(engine.vllm_config.scheduler_config, "policy", "fcfs") == "priority"
@@ -83,7 +84,7 @@ def _servicer(engine: Any, info: ServerInfo, keys: ApiKeys, chunk_tokens: int) -
                     )
             except EngineDeadError:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the engine is not running")
-            except (ValueError, TypeError) as exc:  # vLLM's validation (prompt too long ...)
+            except (VLLMClientError, ValueError, TypeError) as exc:  # vLLM's validation (prompt too long ...)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             finally:
                 await chunks.aclose()  # a cancelled call aborts its request
