@@ -51,7 +51,7 @@ def main() -> None:
         print(f"8 concurrent requests answered ({sum(map(len, answers))} characters)")
 
         usage = engine.get_memory_usage()
-        print("memory:", ", ".join(f"{k}={v / 2**20:.1f} MiB" if k.endswith("bytes") else f"{k}={v:g}" for k, v in usage.items()))
+        print("memory:", ", ".join(f"{k}={v / 2**20:.3f} MiB" if k.endswith("bytes") else f"{k}={v:g}" for k, v in usage.items()))
     finally:
         engine.unload_model()
     print("unloaded; done")

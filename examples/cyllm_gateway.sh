@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CY-LLM's REST gateway (seed 001) on enhanced-llm serve: curl calls of every route.
 #
-#   .venv/bin/enhanced-llm serve embedded:tiny --port 8080 --api-key secret --grpc-port 50051 \
+#   .venv/bin/enhanced-llm serve embedded:tiny --port 8080 --api-key secret --grpc-port 50051 --enforce-eager \
 #       --kv-cache-memory-bytes 268435456 --cache-type multi --redis-url redis://127.0.0.1:6379/0
 #   examples/cyllm_gateway.sh            # BASE=http://127.0.0.1:8080 KEY=secret MODEL=embedded:tiny
 set -euo pipefail

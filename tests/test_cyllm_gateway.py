@@ -329,3 +329,14 @@ def test_generated_grpc_code_is_current(tmp_path):
     for name in ("ai_service_pb2.py", "ai_service_pb2.pyi", "ai_service_pb2_grpc.py"):
         fresh = (tmp_path / proto.parent / name).read_text()
         assert (ROOT / "src" / proto.parent / name).read_text() == fresh, name
+
+
+def test_gateway_example_script(server):
+    """examples/cyllm_gateway.sh runs against the server: every curl call answers as its comment says."""
+    env = {**os.environ, "BASE": server.base_url, "KEY": API_KEY, "MODEL": MODEL}
+    proc = subprocess.run(["bash", str(ROOT / "examples" / "cyllm_gateway.sh")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert '"status":"UP"' in out and '"models":[' in out and "data: [DONE]" in out and '"traceId":"trace-001"' in out
+    assert re.search(r"x-cache: MISS.*x-cache: HIT", out, re.S | re.I)
+    assert [int(code) for code in re.findall(r" \[(\d{3})\]$", out, re.M)] == [401, 400, 404, 404]
