@@ -207,13 +207,13 @@ def test_stream_sse_framing_and_cached_stream(server):
         [choice] = chunk["choices"]
         assert choice["index"] == 0 and choice["offset"] == offset
         offset += len(choice["text"])
-    assert all("finish_reason" not in c["choices"][0] for c in chunks[:-1])
+    assert all("finish_reason" not in c["choices"][0] and c["choices"][0]["text"] for c in chunks[:-1])
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
     text = "".join(c["choices"][0]["text"] for c in chunks)
-    # one chunk per token; the same answer, non-streamed, comes from the cache
+    # at most one chunk per token; the same answer, non-streamed, comes from the cache
     whole = server.post("/api/v1/inference", body)
     assert whole.headers["x-cache"] == "HIT" and whole.json()["choices"][0]["text"] == text
-    assert whole.json()["usage"]["completion_tokens"] == len(chunks)
+    assert len(chunks) <= whole.json()["usage"]["completion_tokens"]
     cached = server.post("/api/v1/inference/stream", body)
     assert cached.headers["x-cache"] == "HIT"
     assert [c["choices"][0] for c in _sse(cached)[:-1]] == [c["choices"][0] for c in chunks]

@@ -5,8 +5,9 @@ Same process, port, engine and caches as the OpenAI routes; the cache response h
 
 =====================================================  ==========================================
 ``POST /api/v1/inference``                             one answer (``object: text_completion``)
-``POST /api/v1/inference/stream``                      SSE: ``text_completion.chunk`` per token, the
-                                                       last with ``finish_reason``, then ``[DONE]``
+``POST /api/v1/inference/stream``                      SSE: ``text_completion.chunk`` per token (none for a
+                                                       token that completes no character yet), the last
+                                                       with ``finish_reason``, then ``[DONE]``
 ``POST /api/v1/inference/streamWithMetadata``          as ``stream``, with ``metadata``
 ``GET  /api/v1/models``, ``/api/v1/models/{modelId}``  the served model names
 ``GET  /api/v1/health``, ``/api/v1/health/details``    gateway, engine (coordinator), Redis
@@ -191,13 +192,15 @@ class Gateway:
             data: dict[str, Any] = {"id": request_id, "object": "text_completion.chunk", "choices": [choice]}
             if trace_id is not None:
                 data["traceId"] = trace_id
-            return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+            return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
         async def events() -> AsyncIterator[str]:
             try:
-                yield event(first)
+                if first.text or first.finish_reason is not None:
+                    yield event(first)
                 async for chunk in chunks:
-                    yield event(chunk)
+                    if chunk.text or chunk.finish_reason is not None:  # a token completing no character sends nothing
+                        yield event(chunk)
             except Exception as exc:  # noqa: BLE001 - the status line is gone: the error is an event
                 failure = _engine_error(exc)
                 yield f"data: {failure.body.decode()}\n\n"

@@ -77,11 +77,15 @@ def _servicer(engine: Any, info: ServerInfo, keys: ApiKeys, chunk_tokens: int) -
             extra = {"priority": request.priority} if priority_scheduling else {}
             chunks = chunked_generate(engine, request.prompt, params, f"grpc-{trace_id}-{uuid.uuid4().hex[:8]}",
                                       chunk_tokens, lora, **extra)
+            index = 0
             try:
                 async for chunk in chunks:
+                    if not chunk.text and chunk.finish_reason is None:
+                        continue  # tokens that complete no character yet
                     yield pb2.StreamPredictResponse(
-                        trace_id=trace_id, chunk=chunk.text, end_of_stream=chunk.finish_reason is not None, index=chunk.index,
+                        trace_id=trace_id, chunk=chunk.text, end_of_stream=chunk.finish_reason is not None, index=index,
                     )
+                    index += 1
             except EngineDeadError:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "the engine is not running")
             except (VLLMClientError, ValueError, TypeError) as exc:  # vLLM's validation (prompt too long ...)
