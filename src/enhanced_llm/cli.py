@@ -38,7 +38,7 @@ _FILE_SECTIONS = {
 
 _ENHANCED_DESTS = frozenset({
     "enhanced_config", "cache_type", "redis_url", "cache_ttl", "cache_key_prefix", "similarity_threshold",
-    "enable_semantic_cache", "enable_nlp", "cache_scope_header", "cache_response_headers",
+    "enable_semantic_cache", "enable_nlp", "cache_scope_header", "cache_response_headers", "grpc_port",
 })
 
 
@@ -69,6 +69,16 @@ def add_enhanced_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
     return group
 
 
+def _adopt_grpc_port(parser: argparse.ArgumentParser) -> None:
+    """vLLM's ``--grpc-port`` (its Rust frontend, which ``enhanced-llm serve`` does not run) serves
+    CY-LLM's gRPC ``AIService.StreamPredict`` here; ``main`` takes the value out of vLLM's hands."""
+    for action in parser._actions:
+        if action.dest == "grpc_port":
+            action.help = ("[EnhancedLLM] Also serve CY-LLM's gRPC AIService.StreamPredict on this port (same engine "
+                           "and caches as the HTTP routes; binds on --host). Not vLLM's --grpc.")
+            action.metavar = "PORT"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``enhanced-llm serve``: vLLM's serve parser (``make_arg_parser``) plus the enhanced group."""
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
@@ -86,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     make_arg_parser(serve)
     add_enhanced_args(serve)
+    _adopt_grpc_port(serve)
     return parser
 
 
@@ -144,6 +155,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
             handler_config=HandlerConfig(**handler, features=features),
             scope_header=given.get("cache_scope_header") or file.get("scope_header") or "X-Cache-Scope",
             cache_response_headers=bool(given.get("cache_response_headers", file.get("cache_response_headers", True))),
+            grpc_port=given.get("grpc_port"),
         )
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise ConfigurationError(f"invalid enhanced options: {exc}") from exc
@@ -189,6 +201,11 @@ def main(argv: list[str] | None = None) -> None:
         _resolve_model(args)
     except (ConfigurationError, OSError) as exc:
         sys.exit(f"enhanced-llm: {exc}")
+    if options.grpc_port is not None and not 0 < options.grpc_port <= 65535:
+        sys.exit("enhanced-llm: --grpc-port must be between 1 and 65535")
+    if options.grpc_port is not None and options.grpc_port == args.port:
+        sys.exit("enhanced-llm: --grpc-port must differ from --port")
+    args.grpc_port = None  # ours, not vLLM's Rust frontend (which validate_parsed_serve_args would demand)
     validate_parsed_serve_args(args)
 
     from .serving import serve

@@ -13,6 +13,12 @@ and only the engine swapped (nothing in vLLM is patched):
 5. ``serve_http(...)`` serves it with vLLM's SIGINT/SIGTERM handling; afterwards
    ``engine.cleanup()`` closes the Redis pools and stops the engine core process.
 
+CY-LLM's gateway
+----------------
+The same app also serves CY-LLM's ``/api/v1`` REST routes (:mod:`.gateway`) and, with
+``--grpc-port``, its gRPC ``AIService.StreamPredict`` (:mod:`.grpc_server`), on the same
+engine and caches. Their ``X-API-Key`` check is :class:`.gateway_auth.ApiKeys`.
+
 Per-request cache control over HTTP
 -----------------------------------
 * **Scope header** (default ``X-Cache-Scope``): the tenant. The middleware puts the

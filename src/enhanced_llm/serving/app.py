@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .engine import ServingEnhancedAsyncLLM
+from .gateway import add_gateway_routes
+from .grpc_server import STOP_GRACE_S, start_grpc_server
 from .middleware import CacheScopeMiddleware
 from .options import ServingOptions
 
@@ -85,6 +87,7 @@ async def run_server(args: Namespace, options: ServingOptions, **uvicorn_kwargs:
     listen_address, sock = setup_server(args, reuse_port=False)
     engine: ServingEnhancedAsyncLLM | None = None
     collector = None
+    grpc_server = None
     try:
         engine = _build_engine(args, options)
         await engine.reset_mm_cache()
@@ -97,6 +100,9 @@ async def run_server(args: Namespace, options: ServingOptions, **uvicorn_kwargs:
         _add_outermost_middleware(
             app, CacheScopeMiddleware, header=options.scope_header, response_headers=options.cache_response_headers
         )
+        gateway = add_gateway_routes(app, engine, args)  # CY-LLM's /api/v1 routes
+        if options.grpc_port is not None:
+            grpc_server = await start_grpc_server(engine, gateway.info, gateway.keys, args.host, options.grpc_port)
         collector = register_metrics(engine)
 
         if (log_config := get_uvicorn_log_config(args)) is not None:
@@ -122,6 +128,8 @@ async def run_server(args: Namespace, options: ServingOptions, **uvicorn_kwargs:
         )
         await shutdown  # uvicorn closes connections once their requests are done
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(STOP_GRACE_S)
         if collector is not None:
             unregister_metrics(collector)
         if engine is not None:

@@ -16,3 +16,5 @@ class ServingOptions:
     handler_config: HandlerConfig = field(default_factory=HandlerConfig)
     scope_header: str = "X-Cache-Scope"
     cache_response_headers: bool = True
+    grpc_port: int | None = None
+    """Serve CY-LLM's gRPC ``AIService.StreamPredict`` on this port too (None: no gRPC)."""
