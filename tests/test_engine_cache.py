@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import pytest
@@ -89,6 +90,51 @@ async def test_l2_hit_after_memory_cleared(enhanced_llm):
     assert second.answer() == first.answer()
     third = await run(enhanced_llm, prompt, greedy(), rid())  # promoted back to memory
     assert third.metadata["cache_level"] == "memory"
+
+
+async def test_busy_engine_reads_redis_beside_the_engine(enhanced_llm, engine_requests):
+    """While the engine is busy a miss is handed off at once and Redis is read beside it: a Redis
+    answer found before the first output replaces the engine's stream (and its request is aborted)."""
+    prompt = unique_prompt("race")
+    first = await run(enhanced_llm, prompt, greedy(max_tokens=48), rid())
+    await enhanced_llm.flush_cache_writes()
+    enhanced_llm.cache_manager.clear_memory()
+    busy = asyncio.create_task(run(enhanced_llm, unique_prompt("busy"), greedy(max_tokens=400, ignore_eos=True), rid()))
+    while enhanced_llm.output_processor.get_num_unfinished_requests() == 0:
+        await asyncio.sleep(0.005)
+    before = enhanced_llm.get_cache_stats()
+    second = await run(enhanced_llm, prompt, greedy(max_tokens=48), rid())
+    after = enhanced_llm.get_cache_stats()
+    assert after.get("redis_reads_beside_engine", 0) == before.get("redis_reads_beside_engine", 0) + 1
+    assert after["redis_errors"] == before["redis_errors"], "Redis timed out on this machine: the race could not be tested"
+    assert second.metadata["cache_hit"] and second.metadata["cache_level"] == "redis"
+    assert second.answer() == first.answer() and second.token_ids == first.token_ids
+    assert second.finish_reasons == first.finish_reasons
+    # the raced engine request was aborted: only the busy one is left
+    for _ in range(200):
+        if enhanced_llm.output_processor.get_num_unfinished_requests() == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert enhanced_llm.output_processor.get_num_unfinished_requests() == 1
+    assert len(engine_requests) == 3  # the first miss, the busy request and the raced one (handed off at once)
+    busy.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await busy
+
+
+async def test_idle_engine_reads_redis_before_the_hand_off(enhanced_llm, engine_requests):
+    prompt = unique_prompt("idle-l2")
+    await run(enhanced_llm, prompt, greedy(), rid())
+    await enhanced_llm.flush_cache_writes()
+    enhanced_llm.cache_manager.clear_memory()
+    while enhanced_llm.output_processor.get_num_unfinished_requests():
+        await asyncio.sleep(0.01)
+    before = enhanced_llm.get_cache_stats().get("redis_reads_beside_engine", 0)
+    requests_before = len(engine_requests)
+    second = await run(enhanced_llm, prompt, greedy(), rid())
+    assert second.metadata["cache_level"] == "redis"
+    assert enhanced_llm.get_cache_stats().get("redis_reads_beside_engine", 0) == before
+    assert len(engine_requests) == requests_before  # a hit before the hand-off costs no engine request
 
 
 async def test_abort_mid_stream_is_not_cached(enhanced_llm):

@@ -146,3 +146,29 @@ async def test_a_replica_that_starts_later_knows_the_forgotten_scopes(redis_avai
         async for key in client.scan_iter(match=f"{{{prefix}:*"):
             await client.delete(key)
         await client.aclose()
+
+
+async def test_a_running_replica_follows_the_stream_within_its_socket_timeout(redis_available):
+    """The stream is read with a blocking XREAD: it must return before the client's socket timeout
+    (the Redis call timeout), or every read fails and a running replica never hears of a removal."""
+    prefix = unique_prefix("follow")
+    a = Invalidations(make_redis_client(timeout=0.25), prefix, timeout=0.25)
+    b = Invalidations(make_redis_client(timeout=0.25), prefix, timeout=0.25)
+    client = make_redis_client()
+    try:
+        await a.start()
+        await b.start()
+        await asyncio.sleep(2.0)  # several read cycles
+        await a.raise_epoch("tenant-z")
+        assert await _eventually(lambda: _async_true(b.epoch("tenant-z") == (0, 1)), seconds=3.0)
+        assert b.stats["errors"] == 0 and b.stats["applied_from_replicas"] == 1
+    finally:
+        await a.close()
+        await b.close()
+        async for key in client.scan_iter(match=f"{{{prefix}:*"):
+            await client.delete(key)
+        await client.aclose()
+
+
+async def _async_true(value: bool) -> bool:
+    return value

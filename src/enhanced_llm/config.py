@@ -132,6 +132,12 @@ class CacheConfig(BaseModel):
     redis_retry_after: float = Field(
         default=1.0, ge=0, description="After a Redis failure, skip Redis for this many seconds."
     )
+    redis_race: bool = Field(
+        default=True,
+        description="While the engine is busy, read Redis beside the engine instead of before the hand-off "
+        "(a miss joins the running batch at once; a hit found before the first output takes over and the "
+        "engine request is aborted). On an idle engine Redis is always read first.",
+    )
     memory_cache_size: int = Field(default=1000, ge=0, description="Maximum entries held in memory.")
     memory_cache_bytes: int = Field(default=256 << 20, ge=0, description="Maximum bytes held in memory.")
     ttl: float | None = Field(default=3600, gt=0, description="Entry lifetime in seconds; None keeps entries until evicted.")

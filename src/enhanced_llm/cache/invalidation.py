@@ -66,7 +66,9 @@ class Invalidations:
         self.epochs_key, self.stream_key = f"{tag}:epochs", f"{tag}:stream"
         self.guard = RedisGuard(timeout, retry_after)
         self.on_key, self.on_all = on_key, on_all
-        self.block_ms = block_ms
+        # A blocking XREAD must return before the client's socket timeout (which is the Redis call
+        # timeout: ``make_redis_client(timeout=...)``), or every read fails and nothing is followed.
+        self.block_ms = max(1, min(block_ms, int(timeout * 1000 / 2)))
         self.origin = uuid.uuid4().hex
         self._epochs: dict[str, int] = {}
         self._last_id = "$"

@@ -11,10 +11,12 @@ Every request, from ``generate()`` or from vLLM's OpenAI server, reaches
 4. **keys**      canonical exact key, semantic scope, question          (``stages.build_key``)
 5. **memory**    exact hit in memory: the answer, the engine untouched
 6. **coalesce**  an identical request in flight: read its generation    (``followers``)
-7. **redis**     exact hit in Redis (this request leads: identical ones wait for it)
+7. **redis**     exact hit in Redis (this request leads: identical ones wait for it); while
+                 the engine is busy this read races the engine instead (stage 9)
 8. **hand off**  ``AsyncLLM.add_request`` with the validated request; outputs reach the
                  flow, which records the answer and feeds coalesced requests
-9. **beside**    the semantic lookup races the engine (``race``); NLP analysis and
+9. **beside**    the Redis read (on a busy engine) and the semantic lookup race the engine
+                 (``race``); NLP analysis and
                  similarity search fill metadata (``enrichment``)
 
 Anything that goes wrong in the cache (Redis down, corrupt value, embedding failure) is
@@ -47,7 +49,7 @@ from .construction import EnhancementsMixin
 from .flow import FlowTable, RequestFlow, Role
 from .followers import SingleFlight
 from .forget import forget_request
-from .race import semantic_race
+from .race import cache_race
 
 __all__ = ["EnhancedAsyncLLM", "RequestOptions", "OPTIONS_KEY"]
 
@@ -141,7 +143,10 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
         # This request leads: identical ones arriving from now on read its generation. A refresh
         # while an identical request runs generates on its own (its flight is not shared).
         self.flights.lead(flow, shared=self.flights.open(key) is None)
-        if plan.read:
+        if plan.read and self._redis_races(cache):
+            flow.redis_races = True  # read beside the engine: a miss joins the running batch at once
+            self.count("redis_reads_beside_engine")
+        elif plan.read:
             entry = await cache.get_redis(key.exact)
             if entry is not None:
                 self._answer(flow, entry, "redis")
@@ -150,6 +155,15 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
                 return True
             cache.count_miss()
         return False
+
+    def _redis_races(self, cache: Any) -> bool:
+        """While the engine is busy, a Redis read would make a miss wait a round trip (and, under
+        load, a step of the running batch) before joining it: the read races the engine instead."""
+        return (
+            self.cache_config.redis_race
+            and cache.redis is not None
+            and self.output_processor.get_num_unfinished_requests() > 0
+        )
 
     def _nobody_waits(self, flow: RequestFlow) -> bool:
         """The reader left before the hand-off and no identical request waits: nothing to generate."""
@@ -213,9 +227,10 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
             task = self.spawn(self._enrich_after_first_output(flow.collector, text, key.scope))
             flow.collector.add_enrichment(task, self.enricher.timeout)
         if flight is not None and flight.driver is flow:
-            if text and self._semantic_usable():
+            semantic = bool(text) and self._semantic_usable()
+            if flow.redis_races or semantic:
                 flow.collector.hold()
-                self.spawn(semantic_race(self, flow))
+                self.spawn(cache_race(self, flow, redis=flow.redis_races, semantic=semantic))
             else:
                 self.flights.go_live(flight)  # the engine's outputs are the answer: followers read them
 

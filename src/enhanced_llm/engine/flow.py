@@ -72,6 +72,7 @@ class RequestFlow:
         self.reader_gone = False  #: aborted by its reader while its engine request runs on for followers
         self.abort_requested = False  #: aborted before its engine request existed
         self.final_only_reader = False  #: FINAL_ONLY reader of an engine request that streams (for followers)
+        self.redis_races = False  #: its Redis read runs beside the engine (the engine was busy)
         self._gathered: RequestOutput | None = None
         self.table: FlowTable | None = None
 
@@ -96,8 +97,8 @@ class RequestFlow:
 
     def engine_output(self, output: Any) -> None:
         """An output (or error) of the engine request this flow drives, from vLLM's output processor."""
-        if self.role is Role.SEMANTIC:
-            return  # answered from the semantic cache: the aborted engine request's outputs are ignored
+        if self.role in (Role.SEMANTIC, Role.CACHED):
+            return  # answered from the cache beside the engine: the aborted engine request's outputs are ignored
         flight = self.flight
         if flight is not None and flight.driver is self:
             flight.record(output)
