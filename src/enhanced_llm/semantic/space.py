@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -41,6 +42,8 @@ class VectorSpace:
         self._errors = errors  # the cache's error Counter
         self._sync_task: asyncio.Task[None] | None = None
         self._running = False
+        #: The last hydration from Redis: entries read, seconds it took, whether it completed.
+        self.hydration: dict[str, Any] = {}
 
     def _config_scale(self) -> bool:
         """Do ``similarity_threshold`` / ``ambiguity_margin`` apply to this model? For sentence-transformers
@@ -126,14 +129,22 @@ class VectorSpace:
 
     async def _hydrate(self, progress: bool = True) -> None:
         assert self.store is not None
+        started, entries = time.perf_counter(), 0
+        if progress:
+            log.info("semantic index: hydrating from Redis (%s)", self.store.ns)
         try:
             async for batch in self.store.hydrate(progress=progress):
                 await asyncio.to_thread(self.apply, batch)
+                entries += len(batch)
         except Exception as exc:  # noqa: BLE001 - counted by the store; keep what we have
+            self.hydration = {"entries": entries, "seconds": time.perf_counter() - started, "complete": False}
             if progress:
-                log.warning("semantic index hydration incomplete: %r", exc)
+                log.warning("semantic index hydration incomplete after %d entries: %r", entries, exc)
                 return
             raise
+        self.hydration = {"entries": entries, "seconds": time.perf_counter() - started, "complete": True}
+        if progress:
+            log.info("semantic index hydrated: %d entries in %.2f s (%s)", entries, self.hydration["seconds"], self.store.ns)
 
     def apply(self, entries: list[Any]) -> None:
         """Apply stored entries (additions and removals) to the index."""
@@ -174,4 +185,5 @@ class VectorSpace:
             "index": self.index.stats() if self.index is not None else {},
             "embedder": self.embedder.stats(),
             "redis": self.store.stats() if self.store is not None else None,
+            "hydration": dict(self.hydration),
         }
