@@ -178,7 +178,8 @@ async def propagation(replicas: list[Replica], pairs: list[tuple[str, str]], sal
             row: dict[str, Any] = {"question": question, "paraphrase": paraphrase, "stored_on_a": headers["x-cache"] == "MISS",
                                    "a_verifier_accepts": own == "semantic"}
             for (r, src), res in zip(((r, s) for r in others for s in ("exact", "semantic")), results):
-                res["same_text"] = res.pop("text") == original if res["delay_s"] is not None else None
+                text = res.pop("text")
+                res["same_text"] = text == original if res["delay_s"] is not None else None
                 row[f"{r.name}_{src}"] = res
             rows.append(row)
             print(f"  pair {i + 1}/{len(pairs)}: " + ", ".join(

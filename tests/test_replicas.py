@@ -140,14 +140,15 @@ def _scope(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:8]}"
 
 
-def _poll_semantic(replica: Replica, question: str, scope: str) -> tuple[dict[str, str], str, float]:
-    """Ask ``question`` (no-store: a retry must not turn into an exact hit) until the semantic cache
-    answers it, at most ``PROPAGATION_TIMEOUT_S``; the last headers, answer and the time it took."""
+def _poll(replica: Replica, question: str, scope: str, source: str, max_tokens: int) -> tuple[dict[str, str], str, float]:
+    """Ask ``question`` (no-store: a retry must not turn into a hit of this replica's own answer) until
+    the ``source`` level (exact / semantic) answers it, at most ``PROPAGATION_TIMEOUT_S``; the last
+    headers, answer and the time it took."""
     started = time.monotonic()
     while True:
-        headers, answer = replica.chat(question, scope=scope, max_tokens=SEMANTIC_MAX_TOKENS, no_store=True)
+        headers, answer = replica.chat(question, scope=scope, max_tokens=max_tokens, no_store=True)
         waited = time.monotonic() - started
-        if headers.get("x-cache-source") == "semantic" or waited > PROPAGATION_TIMEOUT_S:
+        if headers.get("x-cache-source") == source or waited > PROPAGATION_TIMEOUT_S:
             return headers, answer, waited
         time.sleep(0.1)
 
@@ -161,8 +162,10 @@ def test_answer_stored_on_one_replica_is_an_exact_hit_on_the_others(replicas):
     headers, original = a.chat(content, scope=scope)
     assert headers["x-cache"] == "MISS"
     for other in (b, c):
-        headers, answer = other.chat(content, scope=scope)  # A stores before it answers: no polling
-        assert (headers["x-cache"], headers.get("x-cache-source"), headers.get("x-cache-level")) == ("HIT", "exact", "redis")
+        # A writes to Redis in the background: usually there before its response, polled to be sure.
+        headers, answer, waited = _poll(other, content, scope, "exact", max_tokens=8)
+        assert (headers["x-cache"], headers.get("x-cache-source"), headers.get("x-cache-level")) == ("HIT", "exact", "redis"), \
+            f"no exact hit after {waited:.1f}s"
         assert answer == original
         headers, answer = other.chat(content, scope=scope)  # promoted to this replica's memory
         assert (headers["x-cache"], headers.get("x-cache-level")) == ("HIT", "memory")
@@ -177,7 +180,7 @@ def test_paraphrase_of_an_answer_stored_on_one_replica_is_a_semantic_hit_on_the_
     headers, original = a.chat("How do I convert Celsius to Fahrenheit?", scope=scope, max_tokens=SEMANTIC_MAX_TOKENS)
     assert headers["x-cache"] == "MISS"
     for other in (b, c):
-        headers, answer, waited = _poll_semantic(other, "How can I convert Celsius into Fahrenheit?", scope)
+        headers, answer, waited = _poll(other, "How can I convert Celsius into Fahrenheit?", scope, "semantic", SEMANTIC_MAX_TOKENS)
         assert (headers["x-cache"], headers.get("x-cache-source")) == ("HIT", "semantic"), f"no semantic hit after {waited:.1f}s"
         assert answer == original
     # The verifier still refuses a near miss that another replica's vector is close to.
@@ -193,6 +196,7 @@ def test_killed_replica_costs_the_others_nothing(replicas):
     scope = _scope("kill")
     stored = f"{uuid.uuid4().hex[:8]} stored before the kill"
     _, stored_answer = a.chat(stored, scope=scope)
+    assert _poll(b, stored, scope, "exact", max_tokens=8)[0].get("x-cache-source") == "exact"  # in Redis now
 
     outcomes: dict[str, list[object]] = {"A": [], "B": [], "C": []}
     lock = threading.Lock()
