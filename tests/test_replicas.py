@@ -8,7 +8,10 @@ the official ``openai`` client with ``with_raw_response`` reads the ``X-Cache*``
 * a paraphrase of a question answered on A is a verified semantic hit on B and C, once the
   vector has reached their indexes through the Redis stream (polled, bounded);
 * a replica killed with SIGKILL while requests are in flight on all three costs the other two
-  nothing: every request to B and C succeeds, during the kill and after it.
+  nothing: every request to B and C succeeds, during the kill and after it;
+* where nginx is installed, the shipped ``deploy/nginx.conf`` in front of the three: a tenant's
+  repeats hit the memory (L1) of one replica, tenants spread over the replicas, and non-streaming
+  requests cut off by the kill are retried on a survivor (all succeed).
 
 Not covered here: forgetting an answer on A and seeing it gone on B and C. ``forget()`` is an
 engine API (``EnhancedAsyncLLM.forget``) with no HTTP route yet; ``tests/test_forget.py``
@@ -20,6 +23,8 @@ Keep ``test_killed_replica_costs_the_others_nothing`` last: it kills replica A.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +43,7 @@ import pytest
 
 from conftest import REDIS_HOST, REDIS_PORT, unique_prefix
 
+ROOT = Path(__file__).resolve().parents[1]
 MODEL = "embedded:tiny"
 START_TIMEOUT_S = 360  # three engines starting at once on two shared cores
 PROPAGATION_TIMEOUT_S = 10.0
@@ -136,6 +142,50 @@ def replicas(redis_available, tmp_path_factory) -> Iterator[list[Replica]]:
         _delete_keys(prefix)
 
 
+@pytest.fixture(scope="module")
+def balancer(replicas, tmp_path_factory) -> Iterator[Replica | None]:
+    """The shipped ``deploy/nginx.conf`` in front of the three replicas (None where nginx is not installed)."""
+    exe = shutil.which("nginx")
+    if exe is None:
+        yield None
+        return
+    work, port = tmp_path_factory.mktemp("nginx"), _free_port()
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    for i, r in enumerate(replicas, 1):
+        assert f"server replica-{i}:8000" in conf
+        conf = conf.replace(f"server replica-{i}:8000", f"server {r.base_url.removeprefix('http://')}")
+    assert "listen 8000;" in conf
+    conf = conf.replace("listen 8000;", f"listen 127.0.0.1:{port};").replace(
+        "http {", f"http {{\n    access_log off;\n    client_body_temp_path {work}/body;\n    proxy_temp_path {work}/proxy;", 1)
+    (work / "nginx.conf").write_text(conf)
+    log = work / "nginx.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([exe, "-p", str(work), "-c", str(work / "nginx.conf"),
+                                 "-g", f"daemon off; pid {work}/nginx.pid; error_log {work}/error.log;"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    lb = Replica("LB", proc, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"nginx did not start:\n{log.read_text()}\n{(work / 'error.log').read_text()}")
+                time.sleep(0.05)
+        yield lb
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def _misses(replica: Replica) -> float:
+    text = httpx.get(f"{replica.base_url}/metrics", timeout=10).text
+    m = re.search(r"^enhanced_llm_cache_misses_total (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 def _scope(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:8]}"
 
@@ -188,17 +238,33 @@ def test_paraphrase_of_an_answer_stored_on_one_replica_is_a_semantic_hit_on_the_
                   no_store=True)[0]["x-cache"] == "MISS"
 
 
+def test_load_balancer_keeps_each_tenant_on_one_replica(replicas, balancer):
+    """Through ``deploy/nginx.conf``: a tenant's repeat is a hit in the memory of the replica that
+    stored it (affinity), and the tenants spread over the replicas."""
+    if balancer is None:
+        pytest.skip("nginx is not installed: the shipped nginx.conf is exercised where it is")
+    before = [_misses(r) for r in replicas]
+    for i in range(12):
+        scope, content = _scope(f"tenant{i}"), f"{uuid.uuid4().hex[:8]} balanced question"
+        first, original = balancer.chat(content, scope=scope)
+        assert first["x-cache"] == "MISS"
+        again, answer = balancer.chat(content, scope=scope)
+        assert (again["x-cache"], again.get("x-cache-level"), answer) == ("HIT", "memory", original)
+    served = [_misses(r) - b for r, b in zip(replicas, before)]
+    assert sum(served) >= 12 and sum(1 for n in served if n > 0) >= 2, served
+
+
 # -- a replica dies (keep last: it kills A) ----------------------------------------------------------
 
 
-def test_killed_replica_costs_the_others_nothing(replicas):
+def test_killed_replica_costs_the_others_nothing(replicas, balancer):
     a, b, c = replicas
     scope = _scope("kill")
     stored = f"{uuid.uuid4().hex[:8]} stored before the kill"
     _, stored_answer = a.chat(stored, scope=scope)
     assert _poll(b, stored, scope, "exact", max_tokens=8)[0].get("x-cache-source") == "exact"  # in Redis now
 
-    outcomes: dict[str, list[object]] = {"A": [], "B": [], "C": []}
+    outcomes: dict[str, list[object]] = {"A": [], "B": [], "C": [], "LB": []}
     lock = threading.Lock()
 
     def long_on_a(i: int) -> None:
@@ -214,6 +280,21 @@ def test_killed_replica_costs_the_others_nothing(replicas):
         with lock:
             outcomes["A"].append(result)
 
+    def through_balancer(i: int) -> None:
+        # Non-streaming: nginx sees no response header before the end, so one cut off by the kill
+        # is retried on the next replica (proxy_next_upstream ... non_idempotent).
+        try:
+            with httpx.Client(timeout=120) as http:
+                r = http.post(f"{balancer.base_url}/v1/completions", headers={"X-Cache-Scope": _scope(f"lb{i}")}, json={
+                    "model": MODEL, "prompt": f"balanced {uuid.uuid4().hex} {i}", "max_tokens": 200,
+                    "temperature": 0, "ignore_eos": True,
+                })
+            result: object = r.status_code
+        except httpx.HTTPError as exc:
+            result = exc
+        with lock:
+            outcomes["LB"].append(result)
+
     def on_survivor(replica: Replica, i: int) -> None:
         # Alternate new questions (the engine answers) and the one A stored (a Redis or memory hit).
         content = stored if i % 2 else f"{uuid.uuid4().hex[:8]} during the kill {i}"
@@ -228,6 +309,8 @@ def test_killed_replica_costs_the_others_nothing(replicas):
     with ThreadPoolExecutor(max_workers=24) as pool:
         futures = [pool.submit(long_on_a, i) for i in range(4)]
         futures += [pool.submit(on_survivor, r, i) for i in range(8) for r in (b, c)]
+        if balancer is not None:
+            futures += [pool.submit(through_balancer, i) for i in range(9)]
         time.sleep(1.0)  # A's requests are generating (400 tokens take several seconds)
         _kill(a)
         futures += [pool.submit(on_survivor, r, i) for i in range(8, 16) for r in (b, c)]
@@ -242,6 +325,8 @@ def test_killed_replica_costs_the_others_nothing(replicas):
         assert not failures, f"replica {name} lost requests: {failures}"
         assert all(o[2] for o in outcomes[name] if o[2] is not None), f"{name} served a different stored answer"
         assert sum(1 for o in outcomes[name] if o[1] == "HIT") >= 8  # A's stored answer, every time
+    if balancer is not None:  # tenants that hash to A are moved, in flight or new
+        assert outcomes["LB"] == [200] * 9, outcomes["LB"]
     # After the kill: both survivors are healthy and still share through Redis.
     for r in (b, c):
         assert httpx.get(f"{r.base_url}/health", timeout=10).status_code == 200
