@@ -139,7 +139,8 @@ def wait_healthy(replicas: list[Replica], timeout: float) -> None:
     while pending:
         pending = [r for r in pending if not r.poll_healthy()]
         if pending and time.monotonic() > deadline:
-            raise RuntimeError(f"replicas {[r.name for r in pending]} not healthy after {timeout}s")
+            raise RuntimeError(f"replicas {[r.name for r in pending]} not healthy after {timeout}s:\n"
+                               f"{pending[0].log.read_text(errors='replace')[-3000:]}")
         time.sleep(0.5)
 
 
