@@ -327,6 +327,47 @@ async def test_hydration_and_sync_between_instances(model):
     await r.aclose()
 
 
+async def test_hydration_that_fails_midway_at_start_is_finished_in_the_background(model, monkeypatch):
+    """A start whose hydration Redis breaks off (a per-call timeout: seen on a loaded machine with
+    100k entries) must not leave the replica with a partial index for good: the follower reads
+    everything again, as after an outage. The failure is injected (a real one cannot be timed)."""
+    from enhanced_llm.errors import CacheBackendError
+    from enhanced_llm.semantic.store import SemanticStore
+
+    r = await redis_or_skip()
+    prefix = f"test:sem:{uuid.uuid4().hex}:"
+    a = make_cache(model, redis=r, key_prefix=prefix, sync_interval_ms=100)
+    await a.start()
+    questions = ["How do I reset my password?", "What is the capital of France?", "How tall is Mount Everest?"]
+    for i, q in enumerate(questions):
+        assert await a.add("s", q, f"k{i}")
+    real_hydrate, calls = SemanticStore.hydrate, []
+
+    async def breaks_off_once(self, progress=True):
+        calls.append(progress)
+        first = len(calls) == 1
+        async for batch in real_hydrate(self, progress):
+            if first:
+                yield batch[:1]  # one entry in, then Redis "times out"
+                raise CacheBackendError("redis call failed: TimeoutError")
+            yield batch
+
+    monkeypatch.setattr(SemanticStore, "hydrate", breaks_off_once)
+    b = make_cache(model, redis=r, key_prefix=prefix, sync_interval_ms=100)
+    await b.start()
+    assert b.spaces[0].hydration == {**b.spaces[0].hydration, "entries": 1, "complete": False}
+    for _ in range(100):
+        if all(f"k{i}" in b.index for i in range(len(questions))):
+            break
+        await asyncio.sleep(0.05)
+    assert all(f"k{i}" in b.index for i in range(len(questions))), b.spaces[0].hydration
+    assert b.spaces[0].hydration["complete"] and len(calls) == 2
+    await a.store.clear()
+    await a.close()
+    await b.close()
+    await r.aclose()
+
+
 async def test_redis_down_keeps_working_in_process(model):
     sc = make_cache(model, redis="redis://127.0.0.1:1/0", redis_timeout=0.2)
     await sc.start()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -41,6 +42,8 @@ class VectorSpace:
         self._errors = errors  # the cache's error Counter
         self._sync_task: asyncio.Task[None] | None = None
         self._running = False
+        #: The last hydration from Redis: entries read, seconds it took, whether it completed.
+        self.hydration: dict[str, Any] = {}
 
     def _config_scale(self) -> bool:
         """Do ``similarity_threshold`` / ``ambiguity_margin`` apply to this model? For sentence-transformers
@@ -101,9 +104,10 @@ class VectorSpace:
             self.store = SemanticStore(
                 redis, f"{key_prefix}{self.namespace}:{dim}:", timeout=redis_timeout, entry_ttl=entry_ttl
             )
-            await self._hydrate()
+            complete = await self._hydrate()
+            # An incomplete start (Redis failed midway) is finished by the follower, as after an outage.
             self._sync_task = asyncio.get_running_loop().create_task(
-                self._follow(sync_interval_ms), name=f"semantic-sync-{self.namespace}"
+                self._follow(sync_interval_ms, resync=not complete), name=f"semantic-sync-{self.namespace}"
             )
 
     async def close(self) -> None:
@@ -124,16 +128,27 @@ class VectorSpace:
 
     # -- Redis sync ------------------------------------------------------------------
 
-    async def _hydrate(self, progress: bool = True) -> None:
+    async def _hydrate(self, progress: bool = True) -> bool:
+        """Read every stored entry into the index; False when Redis failed midway (with ``progress``;
+        without it, the error is raised)."""
         assert self.store is not None
+        started, entries = time.perf_counter(), 0
+        if progress:
+            log.info("semantic index: hydrating from Redis (%s)", self.store.ns)
         try:
             async for batch in self.store.hydrate(progress=progress):
                 await asyncio.to_thread(self.apply, batch)
+                entries += len(batch)
         except Exception as exc:  # noqa: BLE001 - counted by the store; keep what we have
+            self.hydration = {"entries": entries, "seconds": time.perf_counter() - started, "complete": False}
             if progress:
-                log.warning("semantic index hydration incomplete: %r", exc)
-                return
+                log.warning("semantic index hydration incomplete after %d entries (retried in the background): %r", entries, exc)
+                return False
             raise
+        self.hydration = {"entries": entries, "seconds": time.perf_counter() - started, "complete": True}
+        if progress:
+            log.info("semantic index hydrated: %d entries in %.2f s (%s)", entries, self.hydration["seconds"], self.store.ns)
+        return True
 
     def apply(self, entries: list[Any]) -> None:
         """Apply stored entries (additions and removals) to the index."""
@@ -149,15 +164,15 @@ class VectorSpace:
         for scope, items in by_scope.items():
             self.index.add_many(scope, [(e.entry_id, e.question) for e in items], np.stack([e.vector for e in items]))
 
-    async def _follow(self, block_ms: int) -> None:
-        """Apply other replicas' changes; after an outage, re-hydrate."""
+    async def _follow(self, block_ms: int, resync: bool = False) -> None:
+        """Apply other replicas' changes; after an outage (or an incomplete start), re-hydrate."""
         assert self.store is not None
-        resync = False
         while self._running:
             try:
                 if resync:
                     await self._hydrate(progress=False)
                     resync = False
+                    log.info("semantic index re-hydrated: %d entries (%s)", self.hydration["entries"], self.store.ns)
                 changes = await self.store.changes(block_ms=block_ms)
                 if changes:
                     await asyncio.to_thread(self.apply, changes)
@@ -174,4 +189,5 @@ class VectorSpace:
             "index": self.index.stats() if self.index is not None else {},
             "embedder": self.embedder.stats(),
             "redis": self.store.stats() if self.store is not None else None,
+            "hydration": dict(self.hydration),
         }
