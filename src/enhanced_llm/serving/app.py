@@ -9,9 +9,11 @@ from argparse import Namespace
 from collections.abc import Callable
 from typing import Any
 
+from .cache_routes import add_cache_routes
 from .engine import ServingEnhancedAsyncLLM
 from .middleware import CacheScopeMiddleware
 from .options import ServingOptions
+from .tenants import KeyRing
 
 logger = logging.getLogger("enhanced_llm.serving")
 
@@ -64,6 +66,29 @@ def _check_supported(args: Namespace) -> None:
         raise SystemExit(f"enhanced-llm serve runs one API server in this process; not supported: {', '.join(bad)}")
 
 
+def _key_ring(args: Namespace, options: ServingOptions) -> KeyRing:
+    """Every key the server accepts: vLLM's (``--api-key``, else ``VLLM_API_KEY``) and the tenant file's.
+
+    vLLM's own key check (``/v1`` ...) stays in place, inside ours; it is given every key so
+    that it accepts the tenant keys too."""
+    import vllm.envs as envs
+
+    plain = [k for k in (args.api_key or [envs.VLLM_API_KEY]) if k]
+    tenant_keys = options.tenant_keys or {}
+    if options.trust_scope_header and tenant_keys:
+        raise SystemExit(
+            "enhanced-llm: --trust-scope-header with --tenant-keys would let every key choose its tenant; "
+            'mark the gateway\'s key with "trust_scope_header": true in the tenant file instead'
+        )
+    try:
+        ring = KeyRing.build(plain, tenant_keys)
+    except ValueError as exc:
+        raise SystemExit(f"enhanced-llm: {exc}") from None
+    if ring:
+        args.api_key = [*plain, *tenant_keys]
+    return ring
+
+
 async def run_server(args: Namespace, options: ServingOptions, **uvicorn_kwargs: Any) -> None:
     """Serve until SIGINT/SIGTERM; then finish or abort in-flight requests and clean everything up."""
     import vllm.envs as envs
@@ -76,6 +101,7 @@ async def run_server(args: Namespace, options: ServingOptions, **uvicorn_kwargs:
     from ..metrics import register_metrics, unregister_metrics
 
     _check_supported(args)
+    keys = _key_ring(args, options)
     decorate_logs("APIServer", skip_if_decorated=True)
 
     def _interrupt_init(*_: Any) -> None:  # until serve_http installs its own handlers
@@ -94,8 +120,10 @@ async def run_server(args: Namespace, options: ServingOptions, **uvicorn_kwargs:
         supported_tasks = await engine.get_supported_tasks()
         app = build_app(args, supported_tasks, engine.model_config)
         await init_app_state(engine, app.state, args, supported_tasks)
+        add_cache_routes(app, engine)
         _add_outermost_middleware(
-            app, CacheScopeMiddleware, header=options.scope_header, response_headers=options.cache_response_headers
+            app, CacheScopeMiddleware, header=options.scope_header, response_headers=options.cache_response_headers,
+            keys=keys, trust_scope_header=options.trust_scope_header, protect_metrics=options.protect_metrics,
         )
         collector = register_metrics(engine)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import CacheConfig, HandlerConfig, SimilarityConfig
+from .tenants import TenantPolicy
 
 
 @dataclass
@@ -16,3 +17,9 @@ class ServingOptions:
     handler_config: HandlerConfig = field(default_factory=HandlerConfig)
     scope_header: str = "X-Cache-Scope"
     cache_response_headers: bool = True
+    tenant_keys: dict[str, TenantPolicy] | None = None
+    """``--tenant-keys``: API key -> policy (tenant); see :mod:`.tenants`."""
+    trust_scope_header: bool = False
+    """``--trust-scope-header``: the scope header names the tenant (a gateway in front sets it)."""
+    protect_metrics: bool = False
+    """``--protect-metrics``: ``/metrics``, ``/load``, ``/version`` and the API docs need a key too."""
