@@ -382,8 +382,10 @@ async def row_planted(server: Server, redis: Redis, prefix: str, args: argparse.
             elif kind == "flipped_byte":
                 entry = EntryCodec(compress=False).decode(value if value[4] == 0 else _raw(value))
                 raw = bytearray(EntryCodec(compress=False).encode(entry))
-                at = raw.find(entry.completions[0].text.encode()) if entry.completions[0].text else -1
-                at = at if at >= 0 else len(raw) // 2
+                text = entry.completions[0].text.encode()
+                start = raw.find(text) if text else -1
+                ascii_at = [start + i for i, b in enumerate(text) if chr(b).isalnum()] if start >= 0 else []
+                at = ascii_at[0] if ascii_at else len(raw) // 2  # an ASCII letter of the answer: still valid UTF-8
                 raw[at] = ord("#") if raw[at] != ord("#") else ord("%")
                 planted = bytes(raw)
                 with contextlib.suppress(Exception):
@@ -591,8 +593,11 @@ async def row_matrix(server: Server) -> dict[str, Any]:
             _later(0.05, chat(client, KEY_A, p, max_tokens=200, ignore_eos=True)),
             _later(0.1, chat(client, KEY_B, p, max_tokens=200, ignore_eos=True)),
         )
-        record("inflight", "own", results[1], True)
-        record("inflight", "other", {"cache": "HIT" if results[2]["cache_status"] in ("coalesced", "hit") else "MISS"}, False)
+        def shared(res: dict[str, Any]) -> dict[str, Any]:  # a coalesced follower read another's generation
+            return {"cache": "HIT" if res["cache_status"] in ("coalesced", "hit") else "MISS", "source": res["cache_status"]}
+
+        record("inflight", "own", shared(results[1]), True)
+        record("inflight", "other", shared(results[2]), False)
         # header / body tricks: beta naming alpha in every way it can
         p = f"matrix tricks {uuid.uuid4().hex[:8]}"
         await chat(client, KEY_A, p)

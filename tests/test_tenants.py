@@ -140,7 +140,7 @@ def test_identical_requests_in_flight_are_coalesced_only_within_a_tenant(server)
 # -- bad scope headers, modes, keys ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [["a", "b"], ["a", "a"], [""], ["   "], ["x" * 97], ["a\tb"]])
+@pytest.mark.parametrize("values", [["a", "b"], ["a", "a"], [""], ["x" * 97], ["a\tb"]])
 def test_bad_scope_headers_get_a_structured_400(server, values):
     headers = [("Authorization", f"Bearer {ALPHA}"), *(("X-Cache-Scope", v) for v in values)]
     r = httpx.post(f"{server.base_url}/v1/completions", headers=headers, timeout=30,

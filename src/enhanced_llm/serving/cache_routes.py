@@ -22,6 +22,8 @@ import json
 from http import HTTPStatus
 from typing import Any
 
+from fastapi import Request  # at module level: FastAPI resolves the route's annotations here
+
 from .context import _REQUEST
 
 __all__ = ["CACHE_PATH", "add_cache_routes"]
@@ -40,7 +42,6 @@ def _error(status: HTTPStatus, message: str, param: str | None = None) -> Any:
 
 def add_cache_routes(app: Any, engine: Any) -> None:
     """Register ``DELETE /v1/cache`` on vLLM's app (behind :class:`CacheScopeMiddleware`)."""
-    from fastapi import Request
     from fastapi.responses import JSONResponse
     from pydantic import ValidationError
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
