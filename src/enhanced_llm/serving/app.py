@@ -53,6 +53,24 @@ def _add_outermost_middleware(app: Any, cls: type, **kwargs: Any) -> None:
     app.middleware_stack = app.build_middleware_stack()
 
 
+def _structured_http_errors(app: Any) -> None:
+    """Starlette's own HTTP errors (a body that is not UTF-8, an unknown path or method) in vLLM's
+    error format, ``{"error": {"message", "type", "param", "code"}}``, like every other 4xx of the
+    server (FastAPI would answer ``{"detail": ...}``)."""
+    from http import HTTPStatus
+
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    async def handler(request: Any, exc: HTTPException) -> JSONResponse:
+        phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "Error"
+        body = {"error": {"message": str(exc.detail), "type": phrase.replace(" ", "") + "Error", "param": None,
+                          "code": exc.status_code}}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    app.add_exception_handler(HTTPException, handler)
+
+
 def _check_supported(args: Namespace) -> None:
     """Launch modes that need vLLM's multi-process front ends are not offered here."""
     unsupported = {
@@ -121,6 +139,7 @@ async def run_server(args: Namespace, options: ServingOptions, **uvicorn_kwargs:
         app = build_app(args, supported_tasks, engine.model_config)
         await init_app_state(engine, app.state, args, supported_tasks)
         add_cache_routes(app, engine)
+        _structured_http_errors(app)
         _add_outermost_middleware(
             app, CacheScopeMiddleware, header=options.scope_header, response_headers=options.cache_response_headers,
             keys=keys, trust_scope_header=options.trust_scope_header, protect_metrics=options.protect_metrics,
