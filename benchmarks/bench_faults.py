@@ -11,7 +11,7 @@ end; it kills, restarts and pauses that one. Two servers (``embedded:tiny``), on
     for at most a lookup and, with a broken connection, one retry); seconds from the restart
     until a repeat is a Redis hit again (target <= 5 s, probed every 0.2 s).
   - ``planted``: values planted under a real request's Redis key: random bytes, a truncated
-    value, one flipped byte inside the stored answer, another request's entry (foreign), a zstd
+    value, the stored answer altered in place (well-formed), another request's entry (foreign), a zstd
     bomb (``--bomb-mib`` of output from a few KiB), and a well-formed entry naming the key but
     written by someone else (unsigned; with ``--cache-signing-key`` when the build has it). Each
     must be a miss (target: none served); the served text is compared with the planted one.
@@ -380,14 +380,14 @@ async def row_planted(server: Server, redis: Redis, prefix: str, args: argparse.
                 planted = os.urandom(len(value))
             elif kind == "truncated":
                 planted = value[: len(value) // 2]
-            elif kind == "flipped_byte":
+            elif kind == "flipped_byte":  # the stored answer altered in place: still a well-formed entry
+                import msgspec
+
                 entry = EntryCodec(compress=False).decode(value if value[4] == 0 else _raw(value))
-                raw = bytearray(EntryCodec(compress=False).encode(entry))
-                at = _answer_letter(raw, entry.completions[0].text)
-                raw[at] = ord("#") if raw[at] != ord("#") else ord("%")
-                planted = bytes(raw)
-                with contextlib.suppress(Exception):
-                    planted_text = EntryCodec(compress=False).decode(planted).completions[0].text
+                first = entry.completions[0]
+                altered = msgspec.structs.replace(first, text="#" + first.text[1:] if first.text[:1] != "#" else "%" + first.text[1:])
+                planted = EntryCodec(compress=False).encode(msgspec.structs.replace(entry, completions=[altered, *entry.completions[1:]]))
+                planted_text = altered.text
             elif kind == "foreign":
                 planted, planted_text = foreign_value, foreign_text
             elif kind == "zstd_bomb":
@@ -423,19 +423,6 @@ async def row_planted(server: Server, redis: Redis, prefix: str, args: argparse.
             "targets": {"none_served": not served, "served_or_failed": served}}
 
 
-def _answer_letter(raw: bytearray, text: str) -> int:
-    """Offset of an ASCII letter inside the first choice's msgpack ``text`` value (flipping it keeps
-    the entry well-formed: only the answer changes); the middle of the value when there is none."""
-    key = raw.find(b"\xa4text")
-    if key >= 0 and text:
-        head = raw[key + 5]
-        start = key + 5 + (1 if 0xA0 <= head <= 0xBF else 2 if head == 0xD9 else 3)
-        for i, b in enumerate(text.encode()):
-            if chr(b).isalnum():
-                return start + i
-    return len(raw) // 2
-
-
 def _raw(value: bytes) -> bytes:
     import zstandard
 
@@ -453,7 +440,8 @@ async def row_tenants(server: Server, bounds: dict[str, int], args: argparse.Nam
     for job in jobs:
         queue.put_nowait(job)
     failed = 0
-    limits = httpx.Limits(max_connections=args.concurrency + 8)
+    errors: list[Any] = []
+    limits = httpx.Limits(max_connections=args.concurrency + 8, keepalive_expiry=2.0)
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=server.base, timeout=120, limits=limits) as client:
         async def worker() -> None:
@@ -465,7 +453,9 @@ async def row_tenants(server: Server, bounds: dict[str, int], args: argparse.Nam
                     return
                 res = await completion(client, KEY_A, f"tenant {t} question {a} about topic {salt}", max_tokens=4,
                                        headers={"X-Cache-Scope": f"t{t}"})
-                failed += res.get("status") != 200
+                if res.get("status") != 200:
+                    failed += 1
+                    errors.append(res.get("error") or res.get("status"))
 
         await asyncio.gather(*(worker() for _ in range(args.concurrency)))
     elapsed = time.monotonic() - started
@@ -478,7 +468,7 @@ async def row_tenants(server: Server, bounds: dict[str, int], args: argparse.Nam
         "tenants": args.tenants, "answers_per_tenant": args.answers_per_tenant, "requests": len(jobs), "failed": failed,
         "elapsed_s": round(elapsed, 1), "rss_before_mib": round(rss_before / 2**20, 1), "rss_after_mib": round(rss_after / 2**20, 1),
         "rss_growth_mib": round(growth / 2**20, 1), "configured_byte_bounds_mib": {k: round(v / 2**20, 1) for k, v in bounds.items()},
-        "memory_entries": entries,
+        "memory_entries": entries, "failed_examples": errors[:5],
         "targets": {"rss_growth_within_bounds_plus_10pct": growth <= bound * 1.1, "failed_eq_0": failed == 0},
     }
 
