@@ -168,8 +168,12 @@ class Server:
                 self.proc.wait(timeout=30)
 
 
-def metric(base: str, key: str, name: str) -> float:
-    text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=30).text
+def metric(base: str, key: str, name: str) -> float | None:
+    """A family's total on /metrics; None when the server does not answer."""
+    try:
+        text = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=30).text
+    except httpx.HTTPError:
+        return None
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name) and not line.startswith("#"):
@@ -307,7 +311,7 @@ async def row_faults(server: Server, redis: Redis, args: argparse.Namespace) -> 
         "p99_healthy_s": p99_h, "p99_during_faults_s": p99_f, "p99_budget_s": round(budget, 3),
         "requests_healthy": len(healthy), "requests_during_faults": len(faulty),
         "seconds_until_redis_hits_after_restart": recovered, "probe_rounds": len(probes),
-        "redis_errors_counted": errors_after - errors_before,
+        "redis_errors_counted": None if errors_after is None or errors_before is None else errors_after - errors_before,
         "fault_times_s": {k: round(v - started, 2) for k, v in events.items()},
         "targets": {"failed_eq_0": not failed and not probe_failed,
                     "p99_within_healthy_plus_2_timeouts": p99_f is not None and p99_f <= budget,
@@ -633,6 +637,10 @@ def table(report: dict[str, Any]) -> str:
         flags = ", ".join(f"{k}: {'met' if v is True else 'MISSED' if v is False else v}" for k, v in targets.items())
         lines.append(f"{row:<10} {measured:<78} {flags}")
 
+    failed_rows = {k: v for k, v in report.items() if k in ALL_ROWS and "error" in v}
+    report = {k: v for k, v in report.items() if k not in failed_rows}
+    for name, row in failed_rows.items():
+        add(name, f"row failed: {row['error'][:70]}", row["targets"])
     if (f := report.get("faults")) is not None:
         add("faults", f"{f['requests']} req x{f['concurrency']}: failed {f['failed']}, p99 healthy {_s(f['p99_healthy_s'])} "
             f"in faults {_s(f['p99_during_faults_s'])} (budget {_s(f['p99_budget_s'])}), Redis hits "
@@ -657,6 +665,18 @@ def _s(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}s"
 
 
+async def _row(report: dict[str, Any], name: str, coro: Any, args: argparse.Namespace) -> None:
+    """Run one row; a row that raises is reported as such (the others still run); the JSON is
+    rewritten after every row, so a crash later loses nothing measured."""
+    try:
+        report[name] = await coro
+    except Exception as exc:
+        report[name] = {"error": f"{type(exc).__name__}: {exc}", "targets": {"row_ran": False}}
+    print(json.dumps({name: report[name]["targets"]}), flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = [r for r in args.rows.split(",") if r]
     unknown = set(rows) - set(ALL_ROWS)
@@ -679,11 +699,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 server = Server(workdir, "r", extra, args.start_timeout)
                 try:
                     if "planted" in rows:
-                        report["planted"] = await row_planted(server, redis, prefix, args)
-                        print(json.dumps({"planted": report["planted"]["targets"]}), flush=True)
+                        await _row(report, "planted", row_planted(server, redis, prefix, args), args)
                     if "faults" in rows:
-                        report["faults"] = await row_faults(server, redis, args)
-                        print(json.dumps({"faults": report["faults"]["targets"]}), flush=True)
+                        await _row(report, "faults", row_faults(server, redis, args), args)
                 finally:
                     server.stop()
             if {"tenants", "malformed", "matrix"} & set(rows):
@@ -701,14 +719,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 server = Server(workdir, "s", extra, args.start_timeout)
                 try:
                     if "malformed" in rows:
-                        report["malformed"] = await row_malformed(server)
-                        print(json.dumps({"malformed": report["malformed"]["targets"]}), flush=True)
+                        await _row(report, "malformed", row_malformed(server), args)
                     if "matrix" in rows:
-                        report["matrix"] = await row_matrix(server)
-                        print(json.dumps({"matrix": report["matrix"]["targets"]}), flush=True)
+                        await _row(report, "matrix", row_matrix(server), args)
                     if "tenants" in rows:
-                        report["tenants"] = await row_tenants(server, bounds, args)
-                        print(json.dumps({"tenants": report["tenants"]["targets"]}), flush=True)
+                        await _row(report, "tenants", row_tenants(server, bounds, args), args)
                 finally:
                     server.stop()
         finally:
