@@ -39,6 +39,7 @@ _FILE_SECTIONS = {
 _ENHANCED_DESTS = frozenset({
     "enhanced_config", "cache_type", "redis_url", "cache_ttl", "cache_key_prefix", "similarity_threshold",
     "enable_semantic_cache", "enable_nlp", "cache_scope_header", "cache_response_headers", "grpc_port",
+    "tenant_keys", "trust_scope_header", "protect_metrics",
 })
 
 
@@ -63,7 +64,17 @@ def add_enhanced_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
     group.add_argument("--enable-nlp", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                        help="Run the asynchronous NLP analysis (needs the 'nlp' extra).")
     group.add_argument("--cache-scope-header", default=argparse.SUPPRESS, metavar="NAME",
-                       help="Request header naming the tenant whose cache entries a request may use (default X-Cache-Scope).")
+                       help="Request header with a client sub-scope within the caller's tenant, or the tenant "
+                       "itself with --trust-scope-header (default X-Cache-Scope).")
+    group.add_argument("--tenant-keys", metavar="FILE", type=Path, default=argparse.SUPPRESS,
+                       help='JSON object: API key -> tenant name, or {"tenant": NAME, "allow_refresh": false, '
+                       '"allow_forget": false, "trust_scope_header": true}. A caller\'s tenant is its key\'s.')
+    group.add_argument("--trust-scope-header", action="store_true", default=argparse.SUPPRESS,
+                       help="The scope header names the tenant (only behind a gateway that sets it and strips "
+                       "clients' own). Not with --tenant-keys (mark the gateway's key in the file instead).")
+    group.add_argument("--protect-metrics", action="store_true", default=argparse.SUPPRESS,
+                       help="With keys configured, /metrics, /load, /version and the API docs need a key too "
+                       "(only /health and /ping stay open).")
     group.add_argument("--cache-response-headers", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                        help="Add X-Cache / X-Cache-Source / X-Cache-Level to generation responses (default on).")
     return group
@@ -148,6 +159,14 @@ def options_from_args(args: argparse.Namespace) -> Any:
         similarity["enable_semantic_cache"] = given["enable_semantic_cache"]
     if "enable_nlp" in given:
         features["enable_nlp_enhancement"] = given["enable_nlp"]
+    tenant_keys = None
+    if "tenant_keys" in given:
+        from .serving.tenants import load_tenant_keys
+
+        try:
+            tenant_keys = load_tenant_keys(given["tenant_keys"])
+        except ValueError as exc:
+            raise ConfigurationError(f"--tenant-keys: {exc}") from exc
     try:
         return ServingOptions(
             cache_config=CacheConfig(**cache),
@@ -156,6 +175,9 @@ def options_from_args(args: argparse.Namespace) -> Any:
             scope_header=given.get("cache_scope_header") or file.get("scope_header") or "X-Cache-Scope",
             cache_response_headers=bool(given.get("cache_response_headers", file.get("cache_response_headers", True))),
             grpc_port=given.get("grpc_port"),
+            tenant_keys=tenant_keys,
+            trust_scope_header=bool(given.get("trust_scope_header", False)),
+            protect_metrics=bool(given.get("protect_metrics", False)),
         )
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise ConfigurationError(f"invalid enhanced options: {exc}") from exc

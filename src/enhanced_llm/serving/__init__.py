@@ -9,7 +9,8 @@ and only the engine swapped (nothing in vLLM is patched):
    arguments vLLM's ``build_async_engine_client_from_engine_args`` passes;
 3. ``build_app(args)`` + ``init_app_state(engine, app.state, args)``: every route,
    option and middleware of ``vllm serve`` (``--api-key``, LoRA, ``/metrics`` ...);
-4. on top of that app: :class:`CacheScopeMiddleware` and the cache metrics collector;
+4. on top of that app: ``DELETE /v1/cache`` (:mod:`.cache_routes`), :class:`CacheScopeMiddleware`
+   (keys, tenants, cache headers) and the cache metrics collector;
 5. ``serve_http(...)`` serves it with vLLM's SIGINT/SIGTERM handling; afterwards
    ``engine.cleanup()`` closes the Redis pools and stops the engine core process.
 
@@ -17,18 +18,23 @@ CY-LLM's gateway
 ----------------
 The same app also serves CY-LLM's ``/api/v1`` REST routes (:mod:`.gateway`) and, with
 ``--grpc-port``, its gRPC ``AIService.StreamPredict`` (:mod:`.grpc_server`), on the same
-engine and caches. Their ``X-API-Key`` check is :class:`.gateway_auth.ApiKeys`.
+engine and caches. Their callers are authenticated and scoped like every other route's (:mod:`.tenants`).
 
-Per-request cache control over HTTP
------------------------------------
-* **Scope header** (default ``X-Cache-Scope``): the tenant. The middleware puts the
-  value into a per-request context; :class:`ServingEnhancedAsyncLLM` reads it in
-  ``add_request`` and merges it into ``extra_args["enhanced_llm"]["scope"]``.
-* **Body** (``vllm_xargs``, flat values only in vLLM 0.32): ``{"enhanced_llm.scope": "a",
-  "enhanced_llm.cache": "bypass"}`` (short forms ``cache_scope`` / ``cache_mode``).
-* **Precedence**: the header is the tenant and a body scope narrows *within* it:
-  header ``a`` + body ``b`` gives scope ``a/b``; either alone is used as is. So a
-  client behind a gateway that sets the header cannot leave its tenant.
+Who may read which cache entries (:mod:`.tenants`)
+--------------------------------------------------
+* **Keys**: with ``--api-key`` and/or ``--tenant-keys FILE``, every route needs a key except
+  ``/health`` and ``/ping`` (and ``/metrics``, ``/load``, ``/version``, the API docs unless
+  ``--protect-metrics``): ``/v1/*``, ``POST /invocations``, the gateway's ``/api/v1/*``
+  (``X-API-Key`` accepted there), ``DELETE /v1/cache``.
+* **Tenant**: the caller's key's tenant (``--api-key`` holders, and everyone on a server without
+  keys, are tenant ``default``). Unscoped requests use their tenant's root scope.
+* **Client scope** (header ``X-Cache-Scope``; body ``vllm_xargs`` ``{"enhanced_llm.scope": "b"}`` or
+  ``{"cache_scope": "b"}``): narrows *within* the tenant; header then body nest, and the engine
+  scope is the JSON list ``["tenant", "header", "body"]`` (tenant ``a`` + ``b`` is never tenant
+  ``a/b``). A duplicate, empty or over-long header is a 400. With ``--trust-scope-header`` (or
+  a key marked ``trust_scope_header`` in the file) the header *is* the tenant.
+* **Cache mode** ``vllm_xargs`` ``{"enhanced_llm.cache": "bypass"|"refresh"|"no-store"}`` (short
+  form ``cache_mode``); ``refresh`` is refused (400) for keys with ``"allow_refresh": false``.
 * **Response headers**: ``X-Cache: HIT|MISS`` (HIT only when every generation of
   the HTTP request came from the cache), ``X-Cache-Status`` (the engine's reason:
   ``hit``, ``coalesced``, ``miss``, ``bypass``, ``uncacheable:logprobs`` ...), and on hits
@@ -39,10 +45,12 @@ Per-request cache control over HTTP
 """
 
 from .app import run_server, serve
+from .cache_routes import CACHE_PATH
 from .context import FLAT_OPTION_KEYS, RequestCacheContext, merge_request_options
 from .engine import ServingEnhancedAsyncLLM
 from .middleware import CacheScopeMiddleware
 from .options import ServingOptions
+from .tenants import DEFAULT_TENANT, KeyRing, TenantPolicy, decode_scope, encode_scope, load_tenant_keys
 
 __all__ = [
     "ServingOptions",
@@ -51,6 +59,13 @@ __all__ = [
     "RequestCacheContext",
     "FLAT_OPTION_KEYS",
     "merge_request_options",
+    "TenantPolicy",
+    "KeyRing",
+    "DEFAULT_TENANT",
+    "encode_scope",
+    "decode_scope",
+    "load_tenant_keys",
+    "CACHE_PATH",
     "run_server",
     "serve",
 ]

@@ -9,11 +9,13 @@ from argparse import Namespace
 from collections.abc import Callable
 from typing import Any
 
+from .cache_routes import add_cache_routes
 from .engine import ServingEnhancedAsyncLLM
 from .gateway import add_gateway_routes
 from .grpc_server import STOP_GRACE_S, start_grpc_server
 from .middleware import CacheScopeMiddleware
 from .options import ServingOptions
+from .tenants import KeyRing
 
 logger = logging.getLogger("enhanced_llm.serving")
 
@@ -53,6 +55,24 @@ def _add_outermost_middleware(app: Any, cls: type, **kwargs: Any) -> None:
     app.middleware_stack = app.build_middleware_stack()
 
 
+def _structured_http_errors(app: Any) -> None:
+    """Starlette's own HTTP errors (a body that is not UTF-8, an unknown path or method) in vLLM's
+    error format, ``{"error": {"message", "type", "param", "code"}}``, like every other 4xx of the
+    server (FastAPI would answer ``{"detail": ...}``)."""
+    from http import HTTPStatus
+
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    async def handler(request: Any, exc: HTTPException) -> JSONResponse:
+        phrase = HTTPStatus(exc.status_code).phrase if exc.status_code in HTTPStatus._value2member_map_ else "Error"
+        body = {"error": {"message": str(exc.detail), "type": phrase.replace(" ", "") + "Error", "param": None,
+                          "code": exc.status_code}}
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    app.add_exception_handler(HTTPException, handler)
+
+
 def _check_supported(args: Namespace) -> None:
     """Launch modes that need vLLM's multi-process front ends are not offered here."""
     unsupported = {
@@ -64,6 +84,29 @@ def _check_supported(args: Namespace) -> None:
     bad = [name for name, on in unsupported.items() if on]
     if bad:
         raise SystemExit(f"enhanced-llm serve runs one API server in this process; not supported: {', '.join(bad)}")
+
+
+def _key_ring(args: Namespace, options: ServingOptions) -> KeyRing:
+    """Every key the server accepts: vLLM's (``--api-key``, else ``VLLM_API_KEY``) and the tenant file's.
+
+    vLLM's own key check (``/v1`` ...) stays in place, inside ours; it is given every key so
+    that it accepts the tenant keys too."""
+    import vllm.envs as envs
+
+    plain = [k for k in (args.api_key or [envs.VLLM_API_KEY]) if k]
+    tenant_keys = options.tenant_keys or {}
+    if options.trust_scope_header and tenant_keys:
+        raise SystemExit(
+            "enhanced-llm: --trust-scope-header with --tenant-keys would let every key choose its tenant; "
+            'mark the gateway\'s key with "trust_scope_header": true in the tenant file instead'
+        )
+    try:
+        ring = KeyRing.build(plain, tenant_keys)
+    except ValueError as exc:
+        raise SystemExit(f"enhanced-llm: {exc}") from None
+    if ring:
+        args.api_key = [*plain, *tenant_keys]
+    return ring
 
 
 async def run_server(args: Namespace, options: ServingOptions, **uvicorn_kwargs: Any) -> None:
@@ -78,6 +121,7 @@ async def run_server(args: Namespace, options: ServingOptions, **uvicorn_kwargs:
     from ..metrics import register_metrics, unregister_metrics
 
     _check_supported(args)
+    keys = _key_ring(args, options)
     decorate_logs("APIServer", skip_if_decorated=True)
 
     def _interrupt_init(*_: Any) -> None:  # until serve_http installs its own handlers
@@ -97,12 +141,15 @@ async def run_server(args: Namespace, options: ServingOptions, **uvicorn_kwargs:
         supported_tasks = await engine.get_supported_tasks()
         app = build_app(args, supported_tasks, engine.model_config)
         await init_app_state(engine, app.state, args, supported_tasks)
+        add_cache_routes(app, engine)
+        _structured_http_errors(app)
         _add_outermost_middleware(
-            app, CacheScopeMiddleware, header=options.scope_header, response_headers=options.cache_response_headers
+            app, CacheScopeMiddleware, header=options.scope_header, response_headers=options.cache_response_headers,
+            keys=keys, trust_scope_header=options.trust_scope_header, protect_metrics=options.protect_metrics,
         )
         gateway = add_gateway_routes(app, engine, args)  # CY-LLM's /api/v1 routes
         if options.grpc_port is not None:
-            grpc_server = await start_grpc_server(engine, gateway.info, gateway.keys, args.host, options.grpc_port)
+            grpc_server = await start_grpc_server(engine, gateway.info, keys, args.host, options.grpc_port)
         collector = register_metrics(engine)
 
         if (log_config := get_uvicorn_log_config(args)) is not None:

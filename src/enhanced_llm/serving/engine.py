@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from vllm.outputs import CompletionOutput
 from vllm.pooling_params import PoolingParams
+from vllm.v1.engine.output_processor import RequestOutputCollector
 
-from ..engine import EnhancedAsyncLLM
+from ..answers import request_output
+from ..engine import EnhancedAsyncLLM, stages
 from .context import _REQUEST, merge_request_options
 
 
@@ -30,11 +33,31 @@ class ServingEnhancedAsyncLLM(EnhancedAsyncLLM):
         if self._serving_loop is None:
             self._serving_loop = asyncio.get_running_loop()
         ctx = _REQUEST.get()
-        if not isinstance(params, PoolingParams):
-            params = merge_request_options(params, ctx.scope if ctx is not None else None)
+        if ctx is not None and not isinstance(params, PoolingParams):
+            params = merge_request_options(params, ctx)
+            if ctx.forgotten is not None:
+                return await self._forget_instead(request_id, prompt, params, args, kwargs, ctx.forgotten)
         collector = await super().add_request(request_id, prompt, params, *args, **kwargs)
         if ctx is not None and (meta := getattr(collector, "metadata", None)) is not None:
             ctx.outcomes.append(meta)
+        return collector
+
+    async def _forget_instead(
+        self, request_id: str, prompt: Any, params: Any, args: tuple, kwargs: dict[str, Any], forgotten: list[bool]
+    ) -> RequestOutputCollector:
+        """``DELETE /v1/cache``: vLLM's own handler turned the body into this request (same prompt
+        rendering and parameters as the generation it names); forget its answer and hand vLLM an
+        empty finished output so that the handler ends normally."""
+        found = await self.forget(prompt, params, **stages.bind_arguments(request_id, prompt, params, args, kwargs))
+        forgotten.append(found)
+        token_ids = list(prompt.get("prompt_token_ids") or [0]) if isinstance(prompt, dict) else [0]
+        n = getattr(params, "n", 1) or 1
+        outputs = [
+            CompletionOutput(index=i, text="", token_ids=[], cumulative_logprob=None, logprobs=None, finish_reason="stop")
+            for i in range(n)
+        ]
+        collector = RequestOutputCollector(params.output_kind, request_id)
+        collector.put(request_output(request_id, None, token_ids, outputs, True, kwargs.get("lora_request")))
         return collector
 
     def shutdown(self, timeout: float | None = None) -> None:

@@ -3,9 +3,10 @@
 A ``grpc.aio`` server on the server's own event loop, over the same engine and caches
 as the HTTP routes. Each request streams ``StreamPredictResponse`` messages as tokens
 are generated (``GRPC_CHUNK_TOKENS`` tokens each, CY-LLM's ``stream_chunk_size``
-default); the last has ``end_of_stream`` set. ``metadata.tenant`` is a cache sub-scope
-(as on the REST gateway). With ``--api-key``, calls need the ``x-api-key`` metadata
-(status ``UNAUTHENTICATED`` otherwise); an unknown ``model_id`` is ``NOT_FOUND``, an
+default); the last has ``end_of_stream`` set. The cache scope follows the tenant model of the
+HTTP routes (:mod:`.tenants`): the tenant of the caller's ``x-api-key`` (``authorization:
+Bearer`` also works), narrowed by ``metadata.tenant`` as a sub-scope. With keys configured
+(``--api-key``, ``--tenant-keys``) calls without a valid key get ``UNAUTHENTICATED``; an unknown ``model_id`` is ``NOT_FOUND``, an
 empty prompt or invalid parameters ``INVALID_ARGUMENT``, a dead engine ``UNAVAILABLE``.
 A client that cancels the call aborts the request.
 """
@@ -19,8 +20,9 @@ from typing import Any
 
 from ..cyllm.chunks import chunked_generate
 from ..cyllm.generation import DEFAULT_GENERATION, GenerationOptions, build_sampling_params, lora_request_for
-from .gateway_auth import ApiKeys
+from .context import RequestCacheContext
 from .gateway_info import ServerInfo
+from .tenants import DEFAULT_TENANT, KeyRing, TenantPolicy
 
 __all__ = ["start_grpc_server", "GRPC_CHUNK_TOKENS"]
 
@@ -52,7 +54,18 @@ def _options(generation: Any) -> GenerationOptions:
     )
 
 
-def _servicer(engine: Any, info: ServerInfo, keys: ApiKeys, chunk_tokens: int) -> Any:
+def _caller(keys: KeyRing, metadata: dict[str, str]) -> TenantPolicy | None:
+    """The caller's policy from its key (as the HTTP middleware does), or None without a valid key."""
+    if not keys:
+        return TenantPolicy(DEFAULT_TENANT)  # no keys configured: nobody is identified
+    key = metadata.get("x-api-key")
+    if key is None:
+        scheme, _, token = (metadata.get("authorization") or "").partition(" ")
+        key = token if scheme.lower() == "bearer" else None
+    return keys.authenticate(key) if key else None
+
+
+def _servicer(engine: Any, info: ServerInfo, keys: KeyRing, chunk_tokens: int) -> Any:
     grpc, pb2, pb2_grpc = _import_grpc()
     from vllm.exceptions import VLLMClientError
     from vllm.v1.engine.exceptions import EngineDeadError
@@ -61,7 +74,8 @@ def _servicer(engine: Any, info: ServerInfo, keys: ApiKeys, chunk_tokens: int) -
 
     class AIServiceServicer(pb2_grpc.AIServiceServicer):
         async def StreamPredict(self, request: Any, context: Any) -> AsyncIterator[Any]:  # noqa: N802 - gRPC's name
-            if not keys.allows({k.lower(): v for k, v in (context.invocation_metadata() or ())}):
+            policy = _caller(keys, {k.lower(): v for k, v in (context.invocation_metadata() or ())})
+            if policy is None:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid x-api-key is required")
             model_id = request.model_id or info.served_names[0]
             if model_id not in info.served_names:
@@ -70,9 +84,10 @@ def _servicer(engine: Any, info: ServerInfo, keys: ApiKeys, chunk_tokens: int) -
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "prompt is required")
             trace_id = request.metadata.trace_id or uuid.uuid4().hex
             try:
-                params = build_sampling_params(_options(request.generation), scope=request.metadata.tenant or None)
+                scope = RequestCacheContext(tenant=policy.tenant, policy=policy).scope_for(request.metadata.tenant or None)
+                params = build_sampling_params(_options(request.generation), scope=scope)
                 lora = lora_request_for(request.adapter or None, info.lora_requests())
-            except ValueError as exc:
+            except (ValueError, VLLMClientError) as exc:  # a bad sub-scope is a VLLMValidationError
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             extra = {"priority": request.priority} if priority_scheduling else {}
             chunks = chunked_generate(engine, request.prompt, params, f"grpc-{trace_id}-{uuid.uuid4().hex[:8]}",
@@ -97,7 +112,7 @@ def _servicer(engine: Any, info: ServerInfo, keys: ApiKeys, chunk_tokens: int) -
 
 
 async def start_grpc_server(
-    engine: Any, info: ServerInfo, keys: ApiKeys, host: str | None, port: int, chunk_tokens: int = GRPC_CHUNK_TOKENS,
+    engine: Any, info: ServerInfo, keys: KeyRing, host: str | None, port: int, chunk_tokens: int = GRPC_CHUNK_TOKENS,
 ) -> Any:
     """Start the ``grpc.aio`` server on the running loop; returns it (``await server.stop(grace)`` to stop)."""
     grpc, _, pb2_grpc = _import_grpc()

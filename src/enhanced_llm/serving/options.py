@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import CacheConfig, HandlerConfig, SimilarityConfig
+from .tenants import TenantPolicy
 
 
 @dataclass
@@ -18,3 +19,9 @@ class ServingOptions:
     cache_response_headers: bool = True
     grpc_port: int | None = None
     """Serve CY-LLM's gRPC ``AIService.StreamPredict`` on this port too (None: no gRPC)."""
+    tenant_keys: dict[str, TenantPolicy] | None = None
+    """``--tenant-keys``: API key -> policy (tenant); see :mod:`.tenants`."""
+    trust_scope_header: bool = False
+    """``--trust-scope-header``: the scope header names the tenant (a gateway in front sets it)."""
+    protect_metrics: bool = False
+    """``--protect-metrics``: ``/metrics``, ``/load``, ``/version`` and the API docs need a key too."""
