@@ -1,9 +1,11 @@
-"""Level 2: Redis through ``redis.asyncio``, with per-call timeouts and a circuit breaker.
+"""Level 2: Redis through ``redis.asyncio``, with per-call timeouts, a circuit breaker and bounded reads.
 
-Every method either completes within ``timeout`` seconds or raises
+Every method either completes within its time budget or raises
 :class:`~enhanced_llm.errors.CacheBackendError`. After a failure the store
 reports itself unavailable for ``retry_after`` seconds, so a dead Redis costs
 requests nothing; the connection pool reconnects by itself when Redis is back.
+A call that only waited for a free pooled connection and did not get one in
+time is :class:`RedisBusy`: counted apart, and the circuit stays closed.
 """
 
 from __future__ import annotations
@@ -13,38 +15,31 @@ import time
 from typing import Any
 
 from ..errors import CacheBackendError
+from .redis_client import RedisBusyError, make_redis_client
 
-__all__ = ["RedisGuard", "RedisStore", "make_redis_client"]
+__all__ = ["RedisGuard", "RedisStore", "RedisBusy", "make_redis_client"]
 
 
-def make_redis_client(
-    *, url: str | None = None, host: str = "127.0.0.1", port: int = 6379, db: int = 0,
-    password: str | None = None, timeout: float = 0.25, max_connections: int = 64,
-) -> Any:
-    """A pooled ``redis.asyncio.Redis`` client returning raw bytes."""
-    import redis.asyncio as redis
-
-    options = dict(
-        socket_timeout=timeout, socket_connect_timeout=timeout, max_connections=max_connections,
-        health_check_interval=30,
-    )
-    if url:
-        return redis.Redis.from_url(url, **options)
-    return redis.Redis(host=host, port=port, db=db, password=password, **options)
+class RedisBusy(CacheBackendError):
+    """Every pooled connection was in use for the whole wait: not a Redis failure (no circuit opened)."""
 
 
 class RedisGuard:
     """A per-call timeout and a circuit breaker, shared by every Redis user of the library.
 
-    ``call`` awaits one Redis command for at most ``timeout`` seconds; a failure is
-    counted, opens the circuit for ``retry_after`` seconds (``available`` is False, so
-    callers skip Redis) and is raised as :class:`CacheBackendError`.
+    ``call`` awaits one Redis command for at most ``timeout`` (+ ``pool_timeout``, the longest wait
+    for a pooled connection) seconds; a failure is counted, opens the circuit for ``retry_after``
+    seconds (``available`` is False, so callers skip Redis) and is raised as
+    :class:`CacheBackendError`. A wait for a connection that runs out is counted in ``busy`` and
+    raised as :class:`RedisBusy`, leaving the circuit closed.
     """
 
-    def __init__(self, timeout: float, retry_after: float) -> None:
+    def __init__(self, timeout: float, retry_after: float, pool_timeout: float = 0.0) -> None:
         self.timeout = timeout
         self.retry_after = retry_after
+        self.pool_timeout = pool_timeout
         self.errors = 0
+        self.busy = 0
         self._down_until = 0.0
 
     @property
@@ -58,8 +53,11 @@ class RedisGuard:
 
     async def call(self, awaitable: Any, timeout: float | None = None) -> Any:
         try:
-            async with asyncio.timeout(timeout or self.timeout):
+            async with asyncio.timeout((timeout or self.timeout) + self.pool_timeout):
                 result = await awaitable
+        except RedisBusyError as exc:
+            self.busy += 1
+            raise RedisBusy(f"redis busy: {exc}") from exc
         except Exception as exc:  # redis errors, OSError, TimeoutError
             self.errors += 1
             self._down_until = time.monotonic() + self.retry_after
@@ -79,13 +77,17 @@ def _reraise_swallowed_cancel() -> None:
 
 
 class RedisStore:
-    """Bytes in, bytes out, under ``{prefix}:entry:{key}``."""
+    """Bytes in, bytes out, under ``{prefix}:entry:{key}`` (one key per command: cluster-safe)."""
 
-    def __init__(self, client: Any, prefix: str, timeout: float = 0.25, retry_after: float = 1.0) -> None:
+    def __init__(
+        self, client: Any, prefix: str, timeout: float = 0.25, retry_after: float = 1.0,
+        *, pool_timeout: float = 0.1, max_value_bytes: int = 16 << 20,
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.timeout = timeout
-        self.guard = RedisGuard(timeout, retry_after)
+        self.max_value_bytes = max_value_bytes
+        self.guard = RedisGuard(timeout, retry_after, pool_timeout)
 
     def entry_key(self, key: str) -> str:
         return f"{self.prefix}:entry:{key}"
@@ -99,7 +101,10 @@ class RedisStore:
         return self.guard.errors
 
     async def get(self, key: str) -> bytes | None:
-        return await self._call(self.client.get, self.entry_key(key))
+        """The value, or None when there is none. At most ``max_value_bytes + 1`` bytes are read
+        (``GETRANGE``): a longer result means the value is over the bound, and the caller refuses it."""
+        data = await self._call(self.client.getrange, self.entry_key(key), 0, self.max_value_bytes)
+        return data or None  # GETRANGE of a missing key is b"" (and an empty value is never ours)
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         px = None if ttl is None else max(1, int(ttl * 1000))
@@ -111,7 +116,7 @@ class RedisStore:
     async def ping(self) -> bool:
         """A real round trip, ignoring the circuit (used by health checks)."""
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout + self.guard.pool_timeout):
                 await self.client.ping()
         except Exception:
             return False
