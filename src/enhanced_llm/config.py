@@ -145,7 +145,7 @@ class CacheConfig(BaseModel):
         default=64, gt=0, description="Connections of one Redis pool (per cluster node: this many commands at once)."
     )
     redis_pool_timeout: float = Field(
-        default=0.1, gt=0,
+        default=0.25, gt=0,
         description="Seconds a Redis call may wait for a free pooled connection. A wait that runs out is a "
         "counted miss (redis_busy), not a Redis failure: it does not open the circuit breaker.",
     )

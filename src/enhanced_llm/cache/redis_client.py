@@ -4,20 +4,24 @@ The exact cache, the invalidation stream and the semantic store all get their cl
 they connect the same way:
 
 * **one server** (``redis://``, ``rediss://``, ``unix://``, or host/port): ``redis.asyncio.Redis``
-  on a *blocking* pool of ``max_connections``. A call waits up to ``pool_timeout`` for a free
-  connection; a wait that runs out raises :class:`RedisBusyError`, which callers count as busy
-  (a miss) and not as a Redis failure: a burst of requests does not open the circuit breaker.
+  on a *blocking* pool of ``max_connections``. A call waits for a free connection; a caller's
+  deadline that runs out during that wait (see :data:`WAITING`), or the pool's own backstop
+  (:class:`RedisBusyError`), is counted as busy (a miss) and not as a Redis failure: a burst of
+  requests does not open the circuit breaker.
 * **Redis Cluster** (``redis+cluster://h1:p1,h2:p2`` or ``CacheConfig.redis_cluster_nodes``):
   redis-py's own ``redis.asyncio.cluster.RedisCluster``. Its per-node pools do not wait (they
   raise at their limit), so every command passes a gate of ``max_connections`` slots with the
   same bounded wait; the nodes' own limit has headroom above it for pipelines.
 
-All clients return raw bytes and time out each socket operation after ``timeout`` seconds.
+All clients return raw bytes. Their own socket timeouts are ``2 * timeout + pool_timeout``: the
+caller's :class:`~.redis_store.RedisGuard` bounds each call (``timeout + pool_timeout``) and decides
+what counts as a failure; the socket timeouts are the backstop for callers without one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -27,21 +31,34 @@ __all__ = ["RedisBusyError", "make_redis_client", "redis_client_from_config", "C
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 _NODE_HEADROOM = 16  # connections per cluster node beyond the gate (pipelines bypass it)
+_MAX_CONNECTING = 4  # new connections being opened at once, per pool
 
 
 class RedisBusyError(RedisConnectionError):
     """No pooled connection became free within the pool timeout: the pool is busy, Redis is not at fault."""
 
 
+WAITING = contextvars.ContextVar("enhanced_llm_redis_waiting", default=False)
+"""True while the current task waits for a pooled connection (or a turn to open one), and still True
+when that wait was interrupted: a caller's deadline that fires then is a busy pool, not a Redis failure.
+A caller resets it before each call (see :class:`~.redis_store.RedisGuard`)."""
+
+
 def _bounded_pool_class() -> type:
     import redis.asyncio as aioredis
 
     class BoundedPool(aioredis.BlockingConnectionPool):
-        """redis-py's blocking pool; a wait that runs out is a :class:`RedisBusyError`."""
+        """redis-py's blocking pool; a wait that runs out is a :class:`RedisBusyError`, and at most
+        ``_MAX_CONNECTING`` connections are opened at once (a cold burst of hundreds of calls would
+        otherwise open every connection at the same moment, each slowing the others past its
+        connect timeout; the others wait for the first ones instead)."""
 
         async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+            WAITING.set(True)
             try:
-                return await super().get_connection(*args, **kwargs)
+                connection = await super().get_connection(*args, **kwargs)
+                WAITING.set(False)
+                return connection
             except RedisBusyError:
                 raise
             except RedisConnectionError as exc:
@@ -51,27 +68,49 @@ def _bounded_pool_class() -> type:
                     raise RedisBusyError(f"no free Redis connection within {self.timeout}s") from exc
                 raise
 
+        async def ensure_connection(self, connection: Any) -> None:
+            if connection.is_connected:
+                return await super().ensure_connection(connection)
+            gate = self.__dict__.get("_connect_gate")
+            if gate is None:
+                gate = self.__dict__["_connect_gate"] = _Gate(_MAX_CONNECTING, self.timeout or 0.1, "turn to connect")
+            async with gate:
+                WAITING.set(False)  # connecting is Redis's part: a connect that hangs is a failure
+                await super().ensure_connection(connection)
+                WAITING.set(True)
+
     return BoundedPool
+
+
+def _no_client_setinfo() -> dict[str, Any]:
+    """Skip CLIENT SETINFO on connect (two round trips per new connection) where redis-py allows it."""
+    import inspect
+
+    from redis.asyncio.connection import Connection
+
+    return {"driver_info": None} if "driver_info" in inspect.signature(Connection.__init__).parameters else {}
 
 
 class _Gate:
     """At most ``size`` commands at once; waiting for a slot is bounded by ``timeout``."""
 
-    def __init__(self, size: int, timeout: float) -> None:
-        self.size, self.timeout = size, timeout
+    def __init__(self, size: int, timeout: float, what: str = "Redis Cluster slot") -> None:
+        self.size, self.timeout, self.what = size, timeout, what
         self._sem: asyncio.Semaphore | None = None
 
     async def __aenter__(self) -> None:
+        WAITING.set(True)
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.size)
         if not self._sem.locked():
             await self._sem.acquire()  # returns at once
-            return
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._sem.acquire()
-        except TimeoutError:
-            raise RedisBusyError(f"no free Redis Cluster slot within {self.timeout}s") from None
+        else:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._sem.acquire()
+            except TimeoutError:
+                raise RedisBusyError(f"no free {self.what} within {self.timeout}s") from None
+        WAITING.set(False)
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._sem is not None
@@ -121,16 +160,17 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
 def make_redis_client(
     *, url: str | None = None, host: str = "127.0.0.1", port: int = 6379, db: int = 0,
     password: str | None = None, timeout: float = 0.25, max_connections: int = 64,
-    pool_timeout: float = 0.1, cluster_nodes: list[str] | None = None,
+    pool_timeout: float = 0.25, cluster_nodes: list[str] | None = None,
 ) -> Any:
     """A pooled, bounded client returning raw bytes: ``RedisCluster`` for cluster URLs/nodes, else ``Redis``."""
     if cluster_nodes or (url or "").startswith(CLUSTER_SCHEMES):
         return _make_cluster(url, cluster_nodes, password, timeout, max_connections, pool_timeout)
     import redis.asyncio as aioredis
 
+    socket_timeout = 2 * timeout + pool_timeout
     options: dict[str, Any] = dict(
-        socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30,
-        max_connections=max_connections, timeout=pool_timeout,
+        socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout, health_check_interval=30,
+        max_connections=max_connections, timeout=socket_timeout, **_no_client_setinfo(),
     )
     pool_class = _bounded_pool_class()
     if url:
@@ -157,12 +197,13 @@ def _make_cluster(
         options.update({k: v for k, v in parsed.items() if v is not None})
     return _gated_cluster_class()(
         startup_nodes=[ClusterNode(h, p) for h, p in nodes],
-        gate=_Gate(max_connections, pool_timeout),
+        gate=_Gate(max_connections, 2 * timeout + pool_timeout),
         max_connections=max_connections + _NODE_HEADROOM,
-        socket_timeout=timeout, socket_connect_timeout=timeout,
+        socket_timeout=2 * timeout + pool_timeout, socket_connect_timeout=2 * timeout + pool_timeout,
         # one retry, no backoff: a dead master must cost a request one timeout, not seconds of backoff
         retry=Retry(NoBackoff(), 1),
         require_full_coverage=False,
+        **_no_client_setinfo(),
         **options,
     )
 

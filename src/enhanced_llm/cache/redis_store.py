@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ..errors import CacheBackendError
-from .redis_client import RedisBusyError, make_redis_client
+from .redis_client import WAITING, RedisBusyError, make_redis_client
 
 __all__ = ["RedisGuard", "RedisStore", "RedisBusy", "make_redis_client"]
 
@@ -52,18 +52,68 @@ class RedisGuard:
         self._down_until = 0.0
 
     async def call(self, awaitable: Any, timeout: float | None = None) -> Any:
+        WAITING.set(False)
         try:
-            async with asyncio.timeout((timeout or self.timeout) + self.pool_timeout):
+            async with _Deadline((timeout or self.timeout) + self.pool_timeout):
                 result = await awaitable
         except RedisBusyError as exc:
             self.busy += 1
             raise RedisBusy(f"redis busy: {exc}") from exc
+        except TimeoutError as exc:
+            if WAITING.get():  # the deadline ran out while waiting for a pooled connection
+                WAITING.set(False)
+                self.busy += 1
+                raise RedisBusy("redis busy: no free connection in time") from exc
+            self.errors += 1
+            self._down_until = time.monotonic() + self.retry_after
+            raise CacheBackendError(f"redis call timed out after {(timeout or self.timeout) + self.pool_timeout:.3f}s") from exc
         except Exception as exc:  # redis errors, OSError, TimeoutError
             self.errors += 1
             self._down_until = time.monotonic() + self.retry_after
             raise CacheBackendError(f"redis call failed: {type(exc).__name__}: {exc}") from exc
         _reraise_swallowed_cancel()
         return result
+
+
+_STALL = 0.02  # a deadline handled this late means the event loop itself was busy
+_GRACE_TURNS = 3
+
+
+class _Deadline:
+    """``asyncio.timeout(seconds)`` that does not blame Redis for the event loop's own stalls.
+
+    Under load (hundreds of requests being tokenized on the loop, a starved CPU) the loop can be
+    busy past a call's deadline while Redis's reply already sits in the socket: a plain timeout
+    cancels the call in the same loop turn that could have read it, and Redis is counted as
+    failed. Here a deadline handled late (more than ``_STALL`` after it was due) grants the call
+    up to ``_GRACE_TURNS`` more loop turns, so a reply that arrived during the stall is read; a
+    Redis that really does not answer still times out, a few loop turns later.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def __aenter__(self) -> _Deadline:
+        self._loop = asyncio.get_running_loop()
+        self._timeout = asyncio.timeout(None)
+        await self._timeout.__aenter__()
+        self._due = self._loop.time() + self.seconds
+        self._grace = _GRACE_TURNS
+        self._handle: asyncio.Handle = self._loop.call_at(self._due, self._fire)
+        return self
+
+    def _fire(self) -> None:
+        now = self._loop.time()
+        if now - self._due > _STALL and self._grace > 0:
+            self._grace -= 1
+            self._due = now
+            self._handle = self._loop.call_soon(self._fire)  # after the replies this turn delivers
+            return
+        self._timeout.reschedule(now)  # expire: the task is cancelled, __aexit__ raises TimeoutError
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        self._handle.cancel()
+        return await self._timeout.__aexit__(*exc)
 
 
 def _reraise_swallowed_cancel() -> None:
@@ -81,7 +131,7 @@ class RedisStore:
 
     def __init__(
         self, client: Any, prefix: str, timeout: float = 0.25, retry_after: float = 1.0,
-        *, pool_timeout: float = 0.1, max_value_bytes: int = 16 << 20,
+        *, pool_timeout: float = 0.25, max_value_bytes: int = 16 << 20,
     ) -> None:
         self.client = client
         self.prefix = prefix
