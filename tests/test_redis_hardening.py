@@ -87,16 +87,16 @@ async def test_300_concurrent_distinct_requests_cost_no_redis_errors(enhanced_ll
 async def test_a_wait_that_runs_out_is_busy_not_a_failure(redis_available):
     assert redis_available
     config = CacheConfig(cache_type=CacheType.REDIS, key_prefix=unique_prefix("busy"), redis_max_connections=1,
-                         redis_pool_timeout=0.05, redis_timeout=0.3)
+                         redis_pool_timeout=0.05, redis_timeout=0.2)
     cache = TieredCache(config)
     try:
-        # the pool's only connection is held by a blocking command for 0.6 s (a lookup may take 0.35 s)
-        holder = asyncio.create_task(cache.redis.client.blpop([f"{config.key_prefix}:nothing"], timeout=0.6))
-        await asyncio.sleep(0.1)
+        # the pool's only connection is taken (as a long command would hold it)
+        pool = cache.redis.client.connection_pool
+        held = await pool.get_connection()
         assert await cache.get("some-key") is None
         assert cache.stats.redis_busy == 1 and cache.stats.redis_errors == 0
         assert cache.redis.available  # the circuit stayed closed
-        await holder
+        await pool.release(held)
         cache.put(entry("some-key"))
         await cache.flush()
         cache.clear_memory()
