@@ -65,7 +65,7 @@ class SemanticStore:
     ) -> None:
         try:
             import msgspec
-            import redis.asyncio  # noqa: F401 - the client itself comes from cache.redis_client
+            import redis.asyncio as aioredis  # noqa: F401 - checks the dependency; the client comes from cache.redis_client
         except ImportError as exc:  # pragma: no cover - both are core dependencies
             from enhanced_llm.errors import MissingDependencyError
 
