@@ -39,7 +39,7 @@ _FILE_SECTIONS = {
 _ENHANCED_DESTS = frozenset({
     "enhanced_config", "cache_type", "redis_url", "cache_ttl", "cache_key_prefix", "similarity_threshold",
     "enable_semantic_cache", "enable_nlp", "cache_scope_header", "cache_response_headers", "grpc_port",
-    "tenant_keys", "trust_scope_header", "protect_metrics",
+    "tenant_keys", "trust_scope_header", "protect_metrics", "cache_signing_key", "redis_max_connections",
 })
 
 
@@ -53,7 +53,14 @@ def add_enhanced_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGrou
                        help="JSON or YAML file with cache_config / similarity_config / handler_config objects.")
     group.add_argument("--cache-type", choices=[t.value for t in CacheType], default=argparse.SUPPRESS,
                        help="Where exact-cache entries live (default: memory).")
-    group.add_argument("--redis-url", default=argparse.SUPPRESS, help="redis://host:port/db for the redis and multi cache types.")
+    group.add_argument("--redis-url", default=argparse.SUPPRESS,
+                       help="redis://host:port/db for the redis and multi cache types; "
+                       "redis+cluster://host:port,host:port for a Redis Cluster.")
+    group.add_argument("--redis-max-connections", type=int, default=argparse.SUPPRESS, metavar="N",
+                       help="Size of the Redis connection pool (default 64); calls beyond it wait briefly.")
+    group.add_argument("--cache-signing-key", default=argparse.SUPPRESS, metavar="KEY",
+                       help="HMAC key signing Redis cache values; unsigned or mis-signed values are misses "
+                       "(default: $ENHANCED_LLM_CACHE_SIGNING_KEY; the variable keeps the key out of `ps`).")
     group.add_argument("--cache-ttl", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
                        help="Entry lifetime; 0 keeps entries until evicted (default 3600).")
     group.add_argument("--cache-key-prefix", default=argparse.SUPPRESS, help="Namespace of this server's Redis keys (default enhanced_llm).")
@@ -148,6 +155,10 @@ def options_from_args(args: argparse.Namespace) -> Any:
         cache["cache_type"] = given["cache_type"]
     if "redis_url" in given:
         cache["redis_url"] = given["redis_url"]
+    if "redis_max_connections" in given:
+        cache["redis_max_connections"] = given["redis_max_connections"]
+    if "cache_signing_key" in given:
+        cache["signing_key"] = given["cache_signing_key"]
     if "cache_ttl" in given:
         cache["ttl"] = given["cache_ttl"] if given["cache_ttl"] > 0 else None
     if "cache_key_prefix" in given:

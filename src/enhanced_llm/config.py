@@ -16,10 +16,11 @@ which imports nothing from this module (so the dependency runs one way only).
 from __future__ import annotations
 
 import dataclasses
+import os
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from .errors import ConfigurationError
 from .models import EMBEDDED_MODEL_PREFIX, resolve_model
@@ -37,6 +38,13 @@ __all__ = [
 ]
 
 _MUTABLE = ConfigDict(validate_assignment=True, extra="forbid")
+
+SIGNING_KEY_ENV = "ENHANCED_LLM_CACHE_SIGNING_KEY"
+
+
+def _env_secret(name: str) -> SecretStr | None:
+    value = os.environ.get(name)
+    return SecretStr(value) if value else None
 
 
 class CacheType(str, Enum):
@@ -124,7 +132,22 @@ class CacheConfig(BaseModel):
     redis_db: int = Field(default=0, ge=0)
     redis_password: str | None = None
     redis_url: str | None = Field(
-        default=None, description="redis:// or rediss:// URL; overrides host, port, db and password."
+        default=None,
+        description="redis:// or rediss:// URL; overrides host, port, db and password. "
+        "redis+cluster://host:port,host:port (or rediss+cluster://) names Redis Cluster nodes.",
+    )
+    redis_cluster_nodes: list[str] | None = Field(
+        default=None,
+        description="host:port of one or more Redis Cluster nodes (redis-py's cluster client finds the rest); "
+        "overrides host and port. Equivalent to a redis+cluster:// URL.",
+    )
+    redis_max_connections: int = Field(
+        default=64, gt=0, description="Connections of one Redis pool (per cluster node: this many commands at once)."
+    )
+    redis_pool_timeout: float = Field(
+        default=0.25, gt=0,
+        description="Seconds a Redis call may wait for a free pooled connection. A wait that runs out is a "
+        "counted miss (redis_busy), not a Redis failure: it does not open the circuit breaker.",
     )
     redis_timeout: float = Field(
         default=0.25, gt=0, description="Seconds allowed for one Redis call before it counts as failed."
@@ -143,6 +166,16 @@ class CacheConfig(BaseModel):
     ttl: float | None = Field(default=3600, gt=0, description="Entry lifetime in seconds; None keeps entries until evicted.")
     enable_compression: bool = Field(default=True, description="zstd-compress Redis values above compression_min_bytes.")
     compression_min_bytes: int = Field(default=512, ge=0)
+    max_value_bytes: int = Field(
+        default=16 << 20, gt=0,
+        description="Bound on one Redis value, on the wire and decompressed. Larger values are not fetched "
+        "in full nor decompressed past it: a counted miss (oversized_entries), deleted. Larger answers are not stored.",
+    )
+    signing_key: SecretStr | None = Field(
+        default_factory=lambda: _env_secret(SIGNING_KEY_ENV),
+        description=f"HMAC-SHA256 key for Redis values (default: the {SIGNING_KEY_ENV} environment variable). "
+        "With a key, values are signed and a value without a valid signature is a counted miss, deleted.",
+    )
     key_prefix: str = Field(default="enhanced_llm", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     cache_unseeded_sampling: bool = Field(
         default=True,
@@ -154,9 +187,30 @@ class CacheConfig(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _check_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if v is not None and not v.startswith(schemes):
+            raise ValueError("redis_url must start with redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://")
         return v
+
+    @field_validator("redis_cluster_nodes")
+    @classmethod
+    def _check_nodes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("redis_cluster_nodes needs at least one host:port")
+            for node in v:
+                host, _, port = node.rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ValueError(f"redis_cluster_nodes: {node!r} is not host:port")
+        return v
+
+    @property
+    def uses_cluster(self) -> bool:
+        return bool(self.redis_cluster_nodes) or (self.redis_url or "").startswith(("redis+cluster://", "rediss+cluster://"))
+
+    @property
+    def signing_key_bytes(self) -> bytes | None:
+        return self.signing_key.get_secret_value().encode("utf-8") if self.signing_key else None
 
     @property
     def uses_memory(self) -> bool:

@@ -1,29 +1,27 @@
-"""The stored cache entry and its versioned binary encoding.
+"""The stored cache entry, its encoding, and what it costs in memory.
 
 An entry is the finished, successful answer to one request: every choice's
 text and token ids plus the prompt token ids, enough to rebuild a
-``RequestOutput`` equal to the engine's. On the wire (Redis) it is::
-
-    b"ELC" + version byte + codec byte + msgpack payload   (codec 0: raw, 1: zstd)
-
-Anything else under our key (corrupt, foreign, an older version) decodes to
-:class:`~enhanced_llm.errors.CorruptEntryError`; the caller treats it as a miss
-and deletes it.
+``RequestOutput`` equal to the engine's. On the wire (Redis) it is a msgpack
+payload inside the :mod:`.envelope` (format version, codec, optional HMAC,
+bounds). Anything else under our key (corrupt, foreign, unsigned, oversized, an
+older version) decodes to :class:`~enhanced_llm.errors.CorruptEntryError`; the
+caller treats it as a miss and deletes it.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import msgspec
 
 from ..errors import CorruptEntryError
+from .envelope import ENVELOPE_VERSION, Envelope
 
-__all__ = ["CachedCompletion", "CacheEntry", "EntryCodec", "ENTRY_VERSION"]
+__all__ = ["CachedCompletion", "CacheEntry", "EntryCodec", "ENTRY_VERSION", "resident_bytes"]
 
-ENTRY_VERSION = 1
-_MAGIC = b"ELC"
-_RAW, _ZSTD = 0, 1
+ENTRY_VERSION = ENVELOPE_VERSION
 
 
 class CachedCompletion(msgspec.Struct, frozen=True):
@@ -69,36 +67,57 @@ class CacheEntry(msgspec.Struct, frozen=True):
 
 
 class EntryCodec:
-    """Encodes entries to bytes and back; optionally zstd-compressed above a size."""
+    """Encodes entries to sealed bytes and back (see :class:`~.envelope.Envelope`)."""
 
-    def __init__(self, compress: bool = True, min_bytes: int = 512, level: int = 3) -> None:
-        self._compress = compress
-        self._min_bytes = min_bytes
-        self._level = level
+    def __init__(
+        self, compress: bool = True, min_bytes: int = 512, level: int = 3, *,
+        signing_key: bytes | None = None, max_bytes: int = 16 << 20,
+    ) -> None:
+        self.envelope = Envelope(signing_key=signing_key, max_bytes=max_bytes, compress=compress, min_bytes=min_bytes, level=level)
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(CacheEntry)
 
+    @property
+    def max_bytes(self) -> int:
+        return self.envelope.max_bytes
+
     def encode(self, entry: CacheEntry) -> bytes:
-        payload = self._encoder.encode(entry)
-        if self._compress and len(payload) >= self._min_bytes:
-            import zstandard
+        return self.envelope.seal(entry.key, self._encoder.encode(entry))
 
-            return _MAGIC + bytes((ENTRY_VERSION, _ZSTD)) + zstandard.ZstdCompressor(level=self._level).compress(payload)
-        return _MAGIC + bytes((ENTRY_VERSION, _RAW)) + payload
-
-    def decode(self, data: bytes, key: str | None = None) -> CacheEntry:
-        """Decode; raise :class:`CorruptEntryError` for anything that is not our entry for ``key``."""
-        if len(data) < 5 or data[:3] != _MAGIC or data[3] != ENTRY_VERSION or data[4] not in (_RAW, _ZSTD):
-            raise CorruptEntryError("not an enhanced-llm entry of this version")
-        payload = data[5:]
+    def decode(self, data: bytes, key: str) -> CacheEntry:
+        """Decode; raise :class:`CorruptEntryError` (or a subclass) for anything that is not our entry for ``key``."""
+        payload = self.envelope.open(key, data)
         try:
-            if data[4] == _ZSTD:
-                import zstandard
-
-                payload = zstandard.ZstdDecompressor().decompress(payload)
             entry = self._decoder.decode(payload)
-        except Exception as exc:  # zstd and msgspec raise several types
+        except Exception as exc:  # msgspec raises several types
             raise CorruptEntryError(f"undecodable entry: {exc}") from exc
-        if key is not None and entry.key != key:
+        if entry.key != key:
             raise CorruptEntryError("entry stored under another key")
         return entry
+
+
+# What CPython really allocates (64-bit): an int outside the small-int cache (28 bytes, in an
+# 8-byte aligned block: 32), a float.
+_INT, _FLOAT = (sys.getsizeof(10**6) + 7) // 8 * 8, sys.getsizeof(0.5)
+_SMALL_INTS = 256  # -5..256 are shared singletons, held once by the interpreter
+
+
+def _ids_bytes(ids: list[int]) -> int:
+    return sys.getsizeof(ids) + _INT * sum(1 for t in ids if t > _SMALL_INTS or t < -5)
+
+
+def _str_bytes(s: str | None) -> int:
+    return 0 if s is None else sys.getsizeof(s)  # includes a cached UTF-8 copy when there is one
+
+
+def resident_bytes(entry: CacheEntry) -> int:
+    """Bytes the decoded entry holds in memory: the structs, texts and token id lists (not shared
+    small ints). Measured against tracemalloc in tests/test_redis_hardening.py."""
+    total = sys.getsizeof(entry) + _str_bytes(entry.key) + _str_bytes(entry.scope) + _str_bytes(entry.prompt)
+    total += _str_bytes(entry.question) + _ids_bytes(entry.prompt_token_ids) + sys.getsizeof(entry.completions)
+    total += 2 * _FLOAT  # created_at, generation_seconds
+    for c in entry.completions:
+        total += sys.getsizeof(c) + _str_bytes(c.text) + _ids_bytes(c.token_ids)
+        total += 0 if c.cumulative_logprob is None else _FLOAT
+        total += _str_bytes(c.stop_reason) if isinstance(c.stop_reason, str) else 0
+    return total

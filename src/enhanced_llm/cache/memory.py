@@ -1,16 +1,26 @@
-"""Level 1: the in-process cache, bounded by entries and bytes, with a TTL (cachetools)."""
+"""Level 1: the in-process cache, bounded by entries and bytes, with a TTL (cachetools).
+
+The byte bound counts what memory really holds: the decoded entries (texts, token id lists,
+structs, see :func:`~.entry.resident_bytes`), the key, and the bookkeeping of the LRU/TTL
+structures per item, not the compressed size the entry has in Redis.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from cachetools import LRUCache, TTLCache
 
-from .entry import CacheEntry
+from .entry import CacheEntry, resident_bytes
 
-__all__ = ["MemoryCache"]
+__all__ = ["MemoryCache", "ITEM_OVERHEAD_BYTES"]
 
 EvictionListener = Callable[[str, CacheEntry], None]
+
+ITEM_OVERHEAD_BYTES = 256
+"""Per-item bookkeeping of cachetools (data/size/order dicts, TTL links, the stored pair), measured
+with tracemalloc on CPython 3.11 (tests/test_redis_hardening.py checks the total against the bound)."""
 
 
 class _Notifying:
@@ -43,7 +53,8 @@ class _TTL(_Notifying, TTLCache):
 
 
 class MemoryCache:
-    """LRU (with TTL when given) holding decoded entries; all methods are synchronous and O(1)."""
+    """LRU (with TTL when given) holding decoded entries; all methods are synchronous and O(1)
+    (sizing an entry is linear in its token count, like encoding it)."""
 
     def __init__(
         self,
@@ -53,20 +64,29 @@ class MemoryCache:
         on_evict: EvictionListener | None = None,
     ) -> None:
         self.max_entries = max_entries
-        sizeof = lambda item: item[1]  # noqa: E731 - (entry, encoded size) pairs
+        sizeof = lambda item: item[1]  # noqa: E731 - (entry, resident size) pairs
         if ttl is None:
             self._data: _LRU | _TTL = _LRU(maxsize=max_bytes, getsizeof=sizeof)
         else:
             self._data = _TTL(maxsize=max_bytes, ttl=ttl, getsizeof=sizeof)
         self._data.listener = on_evict
 
+    @staticmethod
+    def sizeof(key: str, entry: CacheEntry) -> int:
+        """What holding ``entry`` under ``key`` costs (the key once when it is the entry's own)."""
+        key_bytes = 0 if key is entry.key else sys.getsizeof(key)
+        return resident_bytes(entry) + key_bytes + ITEM_OVERHEAD_BYTES
+
     def get(self, key: str) -> CacheEntry | None:
         item = self._data.get(key)
         return None if item is None else item[0]
 
-    def set(self, key: str, entry: CacheEntry, nbytes: int) -> bool:
+    def set(self, key: str, entry: CacheEntry) -> bool:
         """Store; False when the entry alone is larger than the byte bound or no entries are allowed."""
-        if self.max_entries == 0 or nbytes > self._data.maxsize:
+        if self.max_entries == 0:
+            return False
+        nbytes = self.sizeof(key, entry)
+        if nbytes > self._data.maxsize:
             return False
         self._data[key] = (entry, nbytes)
         while len(self._data) > self.max_entries:

@@ -1,7 +1,8 @@
 """The exact cache: memory (L1) then Redis (L2), promotion, fail-open, statistics.
 
-Contract: no method raises because of a cache problem. A Redis failure or a
-corrupt value is counted and treated as a miss; the request goes on.
+Contract: no method raises because of a cache problem. A Redis failure, a busy
+pool, or a value that fails its envelope (corrupt, foreign, unsigned, oversized)
+is counted and treated as a miss; a refused value is deleted; the request goes on.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ from typing import Literal
 from ..config import CacheConfig
 from ..errors import CacheBackendError, CorruptEntryError
 from .entry import CacheEntry, EntryCodec
+from .envelope import BadSignatureError, OversizedEntryError
 from .memory import MemoryCache
-from .redis_store import RedisStore, make_redis_client
+from .redis_client import redis_client_from_config
+from .redis_store import RedisBusy, RedisStore
 
 __all__ = ["TieredCache", "CacheStats", "CacheLevel"]
 
 logger = logging.getLogger(__name__)
 
 CacheLevel = Literal["memory", "redis"]
+
+_THREAD_DECODE_BYTES = 256 << 10
 
 
 @dataclass
@@ -37,7 +42,14 @@ class CacheStats:
     store_skipped: int = 0
     evictions: int = 0
     redis_errors: int = 0
+    redis_busy: int = 0
+    """Lookups/writes skipped because no pooled connection was free in time (not a Redis failure)."""
     corrupt_entries: int = 0
+    """Redis values refused (any reason below, or undecodable/foreign/old): misses, deleted."""
+    bad_signatures: int = 0
+    """Refused: signing is on and the value is unsigned or its HMAC does not verify."""
+    oversized_entries: int = 0
+    """Refused on read, or not written, because longer than max_value_bytes (wire or decompressed)."""
     coalesced: int = 0
     bypassed: int = 0
     uncacheable: int = 0
@@ -59,18 +71,21 @@ class TieredCache:
     def __init__(self, config: CacheConfig, redis_client=None) -> None:
         self.config = config
         self.stats = CacheStats()
-        self.codec = EntryCodec(config.enable_compression, config.compression_min_bytes)
+        self.codec = EntryCodec(
+            config.enable_compression, config.compression_min_bytes,
+            signing_key=config.signing_key_bytes, max_bytes=config.max_value_bytes,
+        )
         self._eviction_listeners: list[Callable[[str, CacheEntry], None]] = []
         self.memory: MemoryCache | None = None
         if config.uses_memory:
             self.memory = MemoryCache(config.memory_cache_size, config.memory_cache_bytes, config.ttl, self._on_evict)
         self.redis: RedisStore | None = None
         if config.uses_redis:
-            client = redis_client or make_redis_client(
-                url=config.redis_url, host=config.redis_host, port=config.redis_port, db=config.redis_db,
-                password=config.redis_password, timeout=config.redis_timeout,
+            client = redis_client or redis_client_from_config(config)
+            self.redis = RedisStore(
+                client, config.key_prefix, config.redis_timeout, config.redis_retry_after,
+                pool_timeout=config.redis_pool_timeout, max_value_bytes=config.max_value_bytes,
             )
-            self.redis = RedisStore(client, config.key_prefix, config.redis_timeout, config.redis_retry_after)
         self._writes: set[asyncio.Task] = set()
 
     # -- lookups -----------------------------------------------------------------------------
@@ -115,6 +130,10 @@ class TieredCache:
             return None
         try:
             data = await self.redis.get(key)
+        except RedisBusy as exc:
+            self.stats.redis_busy += 1
+            logger.debug("L2 get skipped: %s", exc)
+            return None
         except CacheBackendError as exc:
             self.stats.redis_errors += 1
             logger.debug("L2 get failed: %s", exc)
@@ -122,31 +141,47 @@ class TieredCache:
         if data is None:
             return None
         try:
-            entry = self.codec.decode(data, key)
+            if len(data) > _THREAD_DECODE_BYTES:  # large values decompress off the event loop
+                entry = await asyncio.to_thread(self.codec.decode, data, key)
+            else:
+                entry = self.codec.decode(data, key)
         except CorruptEntryError as exc:
-            self.stats.corrupt_entries += 1
-            logger.warning("dropping corrupt cache value for %s: %s", key, exc)
+            self._count_refused(exc)
+            logger.warning("dropping refused cache value for %s: %s", key, exc)
             self._spawn(self._delete_redis(key))
             return None
         if self.memory is not None:  # promote
-            self.memory.set(key, entry, len(data))
+            self.memory.set(key, entry)
         return entry
+
+    def _count_refused(self, exc: CorruptEntryError) -> None:
+        self.stats.corrupt_entries += 1
+        if isinstance(exc, BadSignatureError):
+            self.stats.bad_signatures += 1
+        elif isinstance(exc, OversizedEntryError):
+            self.stats.oversized_entries += 1
 
     # -- writes ------------------------------------------------------------------------------
 
     def put(self, entry: CacheEntry) -> None:
         """Store in memory now and in Redis in the background (see :meth:`flush`)."""
-        data = self.codec.encode(entry)
         if self.memory is not None:
-            self.memory.set(entry.key, entry, len(data))
+            self.memory.set(entry.key, entry)
         if self.redis is not None:
-            self._spawn(self._put_redis(entry.key, data))
+            data = self.codec.encode(entry)
+            if len(data) > self.codec.max_bytes:  # it would be refused on read
+                self.stats.oversized_entries += 1
+            else:
+                self._spawn(self._put_redis(entry.key, data))
         self.stats.stores += 1
 
     async def _put_redis(self, key: str, data: bytes) -> None:
         assert self.redis is not None
         try:
             await self.redis.set(key, data, self.config.ttl)
+        except RedisBusy as exc:
+            self.stats.redis_busy += 1
+            logger.debug("L2 set skipped: %s", exc)
         except CacheBackendError as exc:
             self.stats.redis_errors += 1
             logger.debug("L2 set failed: %s", exc)
@@ -161,6 +196,8 @@ class TieredCache:
         assert self.redis is not None
         try:
             await self.redis.delete(key)
+        except RedisBusy:
+            self.stats.redis_busy += 1
         except CacheBackendError:
             self.stats.redis_errors += 1
 

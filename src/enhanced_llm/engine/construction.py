@@ -20,7 +20,7 @@ from typing import Any
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.executor import Executor
 
-from ..cache.redis_store import make_redis_client
+from ..cache.redis_client import redis_client_from_config
 from ..cache.tiered import TieredCache
 from ..config import CacheConfig, EngineArgsConfig, HandlerConfig, SimilarityConfig, VLLMConfig
 
@@ -151,10 +151,7 @@ class EnhancementsMixin:
         if self.cache_manager is not None and self.cache_manager.redis is not None:
             # Its own pool: the index follows other replicas with blocking XREADs (up to ~1 s),
             # longer than the exact cache's socket timeout; each call still has its own timeout.
-            self._semantic_redis = make_redis_client(
-                url=config.redis_url, host=config.redis_host, port=config.redis_port, db=config.redis_db,
-                password=config.redis_password, timeout=config.redis_timeout + 2.0,
-            )
+            self._semantic_redis = redis_client_from_config(config, timeout=config.redis_timeout + 2.0)
         return SemanticCache(
             self.similarity_config,
             redis=self._semantic_redis,

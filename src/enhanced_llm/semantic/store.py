@@ -32,6 +32,7 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
+from ..cache.redis_client import make_redis_client
 from ..cache.redis_store import RedisGuard
 from ..errors import CacheBackendError
 
@@ -64,13 +65,14 @@ class SemanticStore:
     ) -> None:
         try:
             import msgspec
-            import redis.asyncio as aioredis
+            import redis.asyncio as aioredis  # noqa: F401 - checks the dependency; the client comes from cache.redis_client
         except ImportError as exc:  # pragma: no cover - both are core dependencies
             from enhanced_llm.errors import MissingDependencyError
 
             raise MissingDependencyError(exc.name or "redis", "semantic cache persistence") from exc
         self._owns_client = isinstance(redis, str)
-        self.redis = aioredis.Redis.from_url(redis) if isinstance(redis, str) else redis
+        # a URL (redis://, redis+cluster://) gets the library's bounded client; XREADs block up to ~1 s
+        self.redis = make_redis_client(url=redis, timeout=timeout + 2.0) if isinstance(redis, str) else redis
         self.ns = namespace
         self.timeout = timeout
         self.retry_after = retry_after
