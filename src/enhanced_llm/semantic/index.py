@@ -147,6 +147,7 @@ class VectorIndex:
         self._next_id = 1
         self.evictions = 0
         self.rebuilds = 0
+        self.scope_mismatches = 0  # search results dropped: the entry's scope is not the scope searched
 
     # -- writing ---------------------------------------------------------------
 
@@ -239,8 +240,12 @@ class VectorIndex:
                 for row, (srow, irow) in enumerate(zip(scores.tolist(), ids.tolist())):
                     for s, i in zip(srow, irow):
                         e = self._entries.get(i) if i >= 0 else None
-                        if e is not None:
-                            results[row].append(Candidate(e.entry_id, e.question, float(s), name))
+                        if e is None:
+                            continue
+                        if e.scope != name:  # a vector filed under another scope than its entry's
+                            self.scope_mismatches += 1
+                            continue
+                        results[row].append(Candidate(e.entry_id, e.question, float(s), e.scope))
         for row in results:
             row.sort(key=lambda c: c.score, reverse=True)
             del row[k:]
@@ -293,6 +298,7 @@ class VectorIndex:
                 "tombstones": sum(len(s.dead) for s in self._scopes.values()),
                 "evictions": self.evictions,
                 "rebuilds": self.rebuilds,
+                "scope_mismatches": self.scope_mismatches,
                 "memory_bytes": self.memory_bytes(),
             }
 
