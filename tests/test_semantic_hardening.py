@@ -141,3 +141,119 @@ async def test_planted_index_entry_pointing_at_another_tenants_answer_is_not_ser
             break
     assert own.metadata["cache_source"] == "semantic", own.metadata
     assert own.texts == secret.texts
+
+
+# -- 2. values from Redis validated and signed ------------------------------------------------------
+
+
+def _unit(dim: int, seed: int, scale: float = 1.0) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return scale * v / np.linalg.norm(v)
+
+
+async def test_planted_values_and_records_are_counted_and_never_served(model):
+    import msgspec
+
+    from enhanced_llm.semantic.records import EntryCodec
+
+    r = await shared_redis()
+    prefix = f"{unique_prefix('semsign')}:"
+    key = "signing-key-1"
+    a = make_cache(model, redis=r, key_prefix=prefix, sync_interval_ms=100, config={"signing_key": key})
+    await a.start()
+    assert await a.add("s", "How do I reset my password?", "good")
+    ns, dim = a.store.ns, a.index.dim
+    enc = msgspec.msgpack.Encoder()
+    vec = (await a.embedder.embed("How do I renew my passport?")).astype(np.float32)
+    body = enc.encode(("s", "How do I renew my passport?", vec.tobytes(), 1.0))
+    good_raw = await r.get(f"{ns}e:good")
+    wrong_key = EntryCodec(ns, dim=dim, signing_key="another-key").pack("wrongkey", "s", "How do I renew my passport?", vec)
+    planted = {
+        "corrupt": b"\x94\xff\x00garbage",
+        "foreign": enc.encode({"scope": "s", "q": "How do I renew my passport?"}),
+        "oversized": b"\x01" + b"x" * (70 << 10),
+        "unsigned": body,
+        "wrongkey": wrong_key,
+        "moved": good_raw,  # a valid signed value copied under another entry id
+    }
+    for name, raw in planted.items():
+        await r.set(f"{ns}e:{name}", raw)
+    await r.rpush(f"{ns}e:alist", b"x")  # another type under the prefix
+    b = make_cache(model, redis=r, key_prefix=prefix, sync_interval_ms=100, config={"signing_key": key})
+    await b.start()
+    assert set(b.index.entry_ids()) == {"good"}
+    rejected = b.store.stats()["rejected"]
+    # With a key, nothing unsigned is even parsed: the corrupt and the foreign value count as unsigned.
+    assert rejected == {"unsigned": 3, "malformed": 1, "oversized": 1, "bad_signature": 2}, rejected
+    assert await b.lookup("s", "How can I renew my passport?") is None
+    assert (await b.lookup("s", "How can I reset my password?")).entry_id == "good"
+
+    # The change stream: unsigned additions, unsigned or forged removals, unknown ops.
+    stream = a.store.stream_key
+    await r.xadd(stream, {"op": "add", "id": "s1", "origin": "x", "data": body})
+    await r.xadd(stream, {"op": "del", "id": "good", "origin": "x"})
+    await r.xadd(stream, {"op": "del", "id": "good", "origin": "x", "sig": b"0" * 32})
+    await r.xadd(stream, {"op": "rename", "id": "good", "origin": "x"})
+    await r.xadd(stream, {"op": "add", "origin": "x", "data": good_raw})
+    assert await a.add("s", "What is the capital of France?", "good2")  # a real one after them
+    assert await wait_for(lambda: "good2" in b.index)
+    assert set(b.index.entry_ids()) == {"good", "good2"}
+    rejected = b.store.stats()["rejected"]
+    assert rejected["unsigned"] == 5 and rejected["bad_signature"] == 3 and rejected["bad_record"] == 2, rejected
+    # A signed removal from a replica with the key goes through.
+    assert await a.remove("good2")
+    assert await wait_for(lambda: "good2" not in b.index)
+    await a.store.clear()
+    await a.close()
+    await b.close()
+    await r.aclose()
+
+
+async def test_without_a_key_values_are_still_checked(model):
+    import msgspec
+
+    r = await shared_redis()
+    prefix = f"{unique_prefix('semcheck')}:"
+    a = make_cache(model, redis=r, key_prefix=prefix)
+    await a.start()
+    assert await a.add("s", "How do I reset my password?", "good")
+    ns, dim = a.store.ns, a.index.dim
+    enc = msgspec.msgpack.Encoder()
+    planted = {
+        "huge_norm": ("s", "Tell me a joke", _unit(dim, 1, scale=100.0).tobytes(), 1.0),  # would outscore everything
+        "nan": ("s", "Tell me a joke", np.full(dim, np.nan, np.float32).tobytes(), 1.0),
+        "short": ("s", "Tell me a joke", _unit(dim // 2, 2).tobytes(), 1.0),
+        "empty_q": ("s", "", _unit(dim, 3).tobytes(), 1.0),
+        "wrong_types": (1, "Tell me a joke", _unit(dim, 4).tobytes(), 1.0),
+    }
+    for name, value in planted.items():
+        await r.set(f"{ns}e:{name}", enc.encode(value))
+    await r.set(f"{ns}e:{'x' * 600}", enc.encode(("s", "Tell me a joke", _unit(dim, 5).tobytes(), 1.0)))  # id too long
+    b = make_cache(model, redis=r, key_prefix=prefix)
+    await b.start()
+    assert set(b.index.entry_ids()) == {"good"}
+    assert b.store.stats()["rejected"] == {"bad_vector": 3, "malformed": 2, "bad_id": 1}, b.store.stats()
+    assert await b.lookup("s", "Tell me a joke") is None
+    await a.store.clear()
+    await a.close()
+    await b.close()
+    await r.aclose()
+
+
+def test_engine_copies_the_exact_cache_signing_key():
+    from enhanced_llm.engine.construction import EnhancementsMixin
+
+    class Probe(EnhancementsMixin):
+        pass
+
+    probe = Probe.__new__(Probe)
+    probe.cache_config = type("C", (), {"signing_key": "shared-key", "redis_url": None})()
+    probe.similarity_config = SimilarityConfig()
+    probe.cache_manager = None
+    probe._semantic_redis = None
+    probe.cache_config.key_prefix, probe.cache_config.redis_timeout, probe.cache_config.ttl = "p", 0.25, None
+    helper = probe._build_similarity_helper()
+    assert helper.config.signing_key == "shared-key"
+    own = SimilarityConfig(signing_key="own-key")
+    probe.similarity_config = own
+    assert probe._build_similarity_helper().config.signing_key == "own-key"

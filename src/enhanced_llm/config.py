@@ -223,6 +223,17 @@ class SimilarityConfig(BaseModel):
     min_coverage: float = Field(
         default=0.9, ge=0, le=1, description="Share of the text's tokens the embedding model must know (not [UNK]) for a semantic hit."
     )
+    signing_key: str | bytes | None = Field(
+        default=None, repr=False, min_length=1,
+        description="HMAC-SHA256 key for the semantic entries and change records written to Redis; with it, an "
+        "unsigned or wrongly signed value read back is refused (counted in the store's 'rejected' stats). The "
+        "engine fills it from CacheConfig.signing_key when unset.",
+    )
+    max_stored_value_bytes: int = Field(
+        default=64 << 10, gt=0,
+        description="Largest semantic entry written to or read from Redis (question, vector, scope); a larger one "
+        "is not written, and one read back is refused.",
+    )
 
 
 class FeatureFlags(BaseModel):

@@ -99,7 +99,9 @@ class VectorSpace:
         self._running = True
         if redis is not None:
             self.store = SemanticStore(
-                redis, f"{key_prefix}{self.namespace}:{dim}:", timeout=redis_timeout, entry_ttl=entry_ttl
+                redis, f"{key_prefix}{self.namespace}:{dim}:", timeout=redis_timeout, entry_ttl=entry_ttl, dim=dim,
+                signing_key=getattr(config, "signing_key", None),
+                max_value_bytes=getattr(config, "max_stored_value_bytes", 64 << 10),
             )
             await self._hydrate()
             self._sync_task = asyncio.get_running_loop().create_task(
@@ -150,21 +152,26 @@ class VectorSpace:
             self.index.add_many(scope, [(e.entry_id, e.question) for e in items], np.stack([e.vector for e in items]))
 
     async def _follow(self, block_ms: int) -> None:
-        """Apply other replicas' changes; after an outage, re-hydrate."""
+        """Apply other replicas' changes. A failed or timed-out read is retried from the last id read;
+        only records trimmed from the stream past that id (checked after an error, and after a full
+        read) make it re-hydrate."""
         assert self.store is not None
-        resync = False
+        check_gap = False
         while self._running:
             try:
-                if resync:
-                    await self._hydrate(progress=False)
-                    resync = False
+                if check_gap:
+                    if await self.store.missed_changes():
+                        self.store.gap_resyncs += 1
+                        await self._hydrate(progress=False)
+                    check_gap = False
                 changes = await self.store.changes(block_ms=block_ms)
                 if changes:
                     await asyncio.to_thread(self.apply, changes)
+                check_gap = self.store.behind
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - counted by the store
-                resync = True
+                check_gap = True
                 await asyncio.sleep(self.store.retry_after)
 
     def stats(self) -> dict[str, Any]:
