@@ -257,3 +257,61 @@ def test_engine_copies_the_exact_cache_signing_key():
     own = SimilarityConfig(signing_key="own-key")
     probe.similarity_config = own
     assert probe._build_similarity_helper().config.signing_key == "own-key"
+
+
+# -- 3. a stream read that times out resumes ------------------------------------------------------
+
+
+async def _pause(server, seconds: float) -> None:
+    import signal
+
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+
+
+async def _private_pair(model, server, **kw):
+    url = f"redis://127.0.0.1:{server.port}/0"
+    a = make_cache(model, redis=url, redis_timeout=0.2, sync_interval_ms=100, **kw)
+    b = make_cache(model, redis=url, redis_timeout=0.2, sync_interval_ms=100, **kw)
+    await a.start()
+    assert await a.add("s", "How do I reset my password?", "k1")
+    await b.start()
+    assert "k1" in b.index and b.store.hydrations == 1
+    return a, b
+
+
+async def test_a_timed_out_stream_read_resumes_without_rehydrating(model, private_redis):
+    a, b = await _private_pair(model, private_redis)
+    errors = b.store.errors
+    await _pause(private_redis, 1.5)  # XREAD (100 ms block + 0.2 s timeout) times out, more than once
+    assert b.store.errors > errors, b.store.stats()
+    assert await wait_for(lambda: a.store.available and b.store.available, 5)
+    assert await a.add("s", "What is the capital of France?", "k2")
+    assert await wait_for(lambda: "k2" in b.index, 10), b.store.stats()
+    assert b.store.hydrations == 1 and b.store.gap_resyncs == 0, b.store.stats()  # resumed, not re-scanned
+    await a.close()
+    await b.close()
+
+
+async def test_records_trimmed_while_unreachable_make_it_rehydrate(model, private_redis):
+    import redis.asyncio as aioredis
+
+    a, b = await _private_pair(model, private_redis)
+    b.store.retry_after = b.store._guard.retry_after = 4.0  # room to write and trim before it reads again
+    errors = b.store.errors
+    await _pause(private_redis, 1.0)
+    assert b.store.errors > errors
+    await asyncio.sleep(0.5)
+    raw = aioredis.Redis(port=private_redis.port)
+    assert await wait_for(lambda: a.store.available, 5)
+    for i in range(3):
+        assert await a.add("s", f"Question number {i} about trimmed streams?", f"t{i}")
+    await raw.xtrim(a.store.stream_key, maxlen=0, approximate=False)  # the records b has not read are gone
+    assert await wait_for(lambda: all(f"t{i}" in b.index for i in range(3)), 15), b.store.stats()
+    assert b.store.hydrations == 2 and b.store.gap_resyncs == 1, b.store.stats()
+    await raw.aclose()
+    await a.close()
+    await b.close()

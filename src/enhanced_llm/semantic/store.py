@@ -16,9 +16,9 @@ harmless (adds are idempotent by entry id).
 
 A read that fails or times out (Redis paused, restarted, a slow network) is
 retried from the last id read: nothing is re-scanned. Only when the stream shows
-that records after that id were trimmed away (``XINFO STREAM``'s
-``max-deleted-entry-id``, checked after an error and whenever a read came back
-full) does the follower re-hydrate. Removals missed while Redis was unreachable
+that records after that id were trimmed away (``XINFO STREAM``: its oldest record
+is newer than ours, or records were written after ours and none is left; checked
+after an error and whenever a read came back full) does the follower re-hydrate. Removals missed while Redis was unreachable
 leave entries that point at answers already gone: the exact cache then misses and
 nothing wrong is served.
 
@@ -263,11 +263,21 @@ class SemanticStore:
         (info,) = await self._call(pipe.execute(raise_on_error=False))  # "no such key" is an answer, not a fault
         if isinstance(info, Exception) or not isinstance(info, dict):
             return False  # no stream (yet, or Redis lost its data): nothing to replay
-        deleted = info.get("max-deleted-entry-id")
-        if deleted is not None:  # Redis >= 7.0: exactly what was trimmed
-            return _id_tuple(deleted) > _id_tuple(self.last_id)
+        last = _id_tuple(self.last_id)
+        if info.get("entries-added") is not None and info["entries-added"] == info.get("length"):
+            return False  # nothing was ever trimmed or deleted
+        generated = info.get("last-generated-id")
+        if generated is not None and _id_tuple(generated) <= last:
+            return False  # nothing was written after our position
         first = info.get("first-entry")
-        return bool(first) and _id_tuple(first[0]) > _id_tuple(self.last_id)
+        if not first:
+            return True  # written after our position, and all gone
+        # The oldest record left is newer than ours: some between may be gone (a false alarm only when
+        # trimming stopped exactly at our position, which costs one re-hydration).
+        if _id_tuple(first[0]) > last:
+            return True
+        deleted = info.get("max-deleted-entry-id")  # XDEL (Redis >= 7.0)
+        return deleted is not None and _id_tuple(deleted) > last
 
     async def clear(self) -> int:
         """Delete every key of this namespace (tests, admin; one key per DEL). Returns how many."""
