@@ -315,3 +315,115 @@ async def test_records_trimmed_while_unreachable_make_it_rehydrate(model, privat
     await raw.aclose()
     await a.close()
     await b.close()
+
+
+# -- 4. Redis Cluster ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    """A local 3-master Redis Cluster on free ports (torn down after the module)."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        pytest.skip("redis-server / redis-cli not found")
+    import random
+
+    def free(port: int) -> bool:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    ports: list[int] = []  # each node also listens on port + 10000 (cluster bus): stay below 55536
+    while len(ports) < 3:
+        p = random.randint(20000, 45000)
+        if p not in ports and free(p) and free(p + 10000):
+            ports.append(p)
+    workdir = tmp_path_factory.mktemp("cluster")
+    procs = [
+        subprocess.Popen(
+            [server, "--port", str(p), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-config-file",
+             f"nodes-{p}.conf", "--dir", str(workdir), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for p in ports
+    ]
+    try:
+        for p in ports:
+            deadline = time.time() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", p), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.05)
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )
+        deadline = time.time() + 30
+        while b"cluster_state:ok" not in subprocess.run([cli, "-p", str(ports[0]), "cluster", "info"], capture_output=True).stdout:
+            if time.time() > deadline:
+                raise RuntimeError("cluster did not become ok")
+            time.sleep(0.2)
+        yield ports
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+async def test_store_hydrate_follow_and_refuse_on_a_redis_cluster(model, redis_cluster):
+    from redis.asyncio.cluster import RedisCluster
+
+    ra = RedisCluster(host="127.0.0.1", port=redis_cluster[0])
+    rb = RedisCluster(host="127.0.0.1", port=redis_cluster[1])
+    prefix = f"{unique_prefix('semcluster')}:"
+    key = "cluster-key"
+    a = make_cache(model, redis=ra, key_prefix=prefix, sync_interval_ms=100, config={"signing_key": key})
+    await a.start()
+    questions = [f"How do I configure feature number {i} of the billing dashboard?" for i in range(40)]
+    for i, q in enumerate(questions):
+        assert await a.add("s", q, f"c{i}")
+    assert await a.add("s", "How do I reset my password?", "pw")
+    # The entries are spread over the masters (no hash tag), so hydration must scan each of them.
+    per_node = {}
+    for node in ra.get_primaries():
+        keys = [k async for k in node_scan(ra, node, f"{a.store.ns}e:*")]
+        per_node[node.name] = len(keys)
+    assert sum(per_node.values()) == 41 and sum(1 for n in per_node.values() if n) >= 2, per_node
+    await ra.set(f"{a.store.ns}e:planted", b"\x94garbage")  # unsigned: refused on every node it lands on
+    b = make_cache(model, redis=rb, key_prefix=prefix, sync_interval_ms=100, config={"signing_key": key})
+    await b.start()
+    assert len(b.index) == 41 and b.store.stats()["rejected"] == {"unsigned": 1}, b.store.stats()
+    assert (await b.lookup("s", "How can I reset my password?")).entry_id == "pw"
+    assert await a.add("s", "What is the capital of France?", "fr")  # followed through the stream
+    assert await wait_for(lambda: "fr" in b.index)
+    assert await a.remove("pw")
+    assert await wait_for(lambda: "pw" not in b.index)
+    assert b.store.errors == 0 and a.store.errors == 0
+    assert await a.store.clear() == 42 + 1  # 41 entries + planted - pw + fr, and the stream
+    await a.close()
+    await b.close()
+    await ra.aclose()
+    await rb.aclose()
+
+
+async def node_scan(client, node, match):
+    cursor = 0
+    while True:
+        cursors, keys = await client.scan(cursor=cursor, match=match, count=500, target_nodes=node)
+        cursor = next(iter(cursors.values())) if isinstance(cursors, dict) else cursors
+        for k in keys:
+            yield k
+        if int(cursor) == 0:
+            return
