@@ -427,3 +427,122 @@ async def node_scan(client, node, match):
             yield k
         if int(cursor) == 0:
             return
+
+
+# -- 5. memory bounded in bytes ---------------------------------------------------------------------
+
+
+def _recount(index) -> int:
+    """What the index should report, counted from scratch (checks the running count)."""
+    from enhanced_llm.semantic.bounds import _entry_cost
+
+    with index._lock:
+        faiss_side = sum(index._scope_bytes(sc) + sc.name_bytes for sc in index._scopes.values())
+        return faiss_side + sum(_entry_cost(e.entry_id, e.question) for e in index._entries.values())
+
+
+def test_index_byte_and_scope_bounds_hold_and_their_count_stays_exact():
+    from enhanced_llm.semantic import VectorIndex
+
+    dim, bound = 384, 2 << 20
+    evicted: list[str] = []
+    ix = VectorIndex(dim, max_bytes=bound, max_scopes=400, approximate_after=150, background_rebuild=False,
+                     on_evict=evicted.extend)
+    vecs = np.stack([_unit(dim, i) for i in range(1500)])
+    ix.add_many("big", [(f"b{i}", f"Big scope question {i}?") for i in range(300)], vecs[:300])  # goes IVF
+    for s in range(1000):
+        ix.search("big", vecs[0], 4)  # the big scope is in use: never the one dropped
+        ix.add(f"tenant-{s}", f"t{s}", f"Question of tenant {s} about their invoices?", vecs[300 + s])
+        assert ix.memory_bytes() <= bound
+    st = ix.stats()
+    assert st["scopes"] <= 400 and st["scope_drops"] > 0 and "big" in ix._scopes, st
+    assert ix.memory_bytes() == _recount(ix)
+    assert "t0" not in ix and "t999" in ix and "t0" in evicted
+    for i in range(0, 300, 2):  # removals and compaction keep the count exact too
+        ix.remove(f"b{i}")
+    assert ix.memory_bytes() == _recount(ix)
+    # The byte bound alone (no scope bound): many entries in few scopes, tombstones compacted at once.
+    iy = VectorIndex(dim, max_bytes=1 << 20)
+    for i in range(1500):
+        iy.add(f"s{i % 3}", f"e{i}", f"A question numbered {i} for the byte bound?", vecs[i])
+    assert iy.memory_bytes() <= 1 << 20 and iy.stats()["tombstones"] == 0, iy.stats()
+    assert 0.8 * (1 << 20) <= iy.memory_bytes() and iy.memory_bytes() == _recount(iy)
+
+
+def test_resident_memory_of_ten_thousand_tenants_stays_within_the_bound():
+    """10,000 scopes x 3 entries under a 4 MiB bound, in a fresh process: RSS growth vs the bound."""
+    import multiprocessing as mp
+    import sys
+    from pathlib import Path
+
+    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if benchmarks not in sys.path:
+        sys.path.insert(0, benchmarks)  # the spawned child gets the same path
+    import bench_semantic_memory as bench
+    bound = 4 << 20
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=bench.index_case, args=(10_000, 3, bound, None, q))
+    p.start()
+    row = q.get(timeout=600)
+    p.join()
+    assert row["estimate"] <= bound and row["scopes_added"] == 10_000
+    assert row["rss"] <= 1.10 * bound, row  # the issue's target: within 10 % of the configured bound
+    assert row["rss"] >= 0.5 * bound, row  # it did fill up to the bound (the measure is not empty)
+
+
+async def test_a_dropped_scope_stays_in_redis_and_returns_at_the_next_hydration(model):
+    r = await shared_redis()
+    prefix = f"{unique_prefix('semscopes')}:"
+    a = make_cache(model, redis=r, key_prefix=prefix, config={"index_max_scopes": 2})
+    await a.start()
+    assert await a.add("s1", "How do I reset my password?", "p1")
+    assert await a.add("s2", "What is the capital of France?", "p2")
+    assert await a.add("s3", "How do I bake sourdough bread?", "p3")
+    assert "p1" not in a.index and a.index.stats()["scope_drops"] == 1
+    assert await a.lookup("s1", "How can I reset my password?") is None  # gone from this process only
+    assert await r.exists(f"{a.store.ns}e:p1")
+    b = make_cache(model, redis=r, key_prefix=prefix, config={"index_max_scopes": 10})  # a replica starting later
+    await b.start()
+    assert (await b.lookup("s1", "How can I reset my password?")).entry_id == "p1"
+    assert await a.add("s1", "What is a good name for a cat?", "p4")  # a new addition starts the scope again
+    assert "p4" in a.index and "p2" not in a.index  # ... and drops the least recently used one
+    await a.store.clear()
+    await a.close()
+    await b.close()
+    await r.aclose()
+
+
+async def test_a_prompt_longer_than_the_model_reads_is_not_embedded_indexed_or_written(model):
+    r = await shared_redis()
+    prefix = f"{unique_prefix('semlong')}:"
+    sc = make_cache(model, redis=r, key_prefix=prefix)
+    await sc.start()
+    long_text = "Please summarise this report about quarterly revenue figures. " * 80  # ~800 tokens > 256
+    assert not sc.embedder.fits(long_text)
+    encoded = sc.embedder.encoded_texts
+    assert not await sc.add("s", long_text, "long")
+    assert await sc.lookup("s", long_text) is None
+    assert sc.embedder.encoded_texts == encoded  # never embedded
+    assert "long" not in sc.index and not await r.exists(f"{sc.store.ns}e:long") and sc.store.writes == 0
+    assert sc.stats()["refused_long"] == 2
+    await sc.close()
+    await r.aclose()
+
+
+def test_verifier_caches_are_bounded_in_bytes():
+    from enhanced_llm.semantic.verifier import analysis, en
+
+    before = analysis.cache_usage()["analysis_cache_bytes_bound"]
+    analysis.set_cache_bytes(256 << 10)
+    try:
+        for i in range(400):
+            analysis.analyze(f"Question {i}: " + "how should I water the tomatoes in my garden " * 10)
+        usage = analysis.cache_usage()
+        assert 0 < usage["analysis_cache_bytes"] <= 256 << 10, usage
+    finally:
+        analysis.set_cache_bytes(before)
+    en._stem_cached.cache_clear()
+    en._stem("x" * 5000 + "ing")  # a long word is stemmed, not cached
+    en._stem("copies")
+    assert en._stem_cached.cache_info().currsize == 1

@@ -27,10 +27,7 @@ when Redis is configured, the :class:`~.store.SemanticStore`:
   ``"A|B"``): each text goes to the first model that can represent it, and each
   model is its own :class:`~.space.VectorSpace` (index, Redis namespace,
   threshold and margin): vectors of different models are never compared.
-* Scopes are re-checked: a candidate whose entry belongs to another scope than the
-  one searched is dropped (``scope_mismatch`` in the rejections, ``scope_mismatches``
-  in the index stats), and the engine re-checks the scope of the cached answer itself
-  before serving it (an index entry may point at another scope's answer).
+* A candidate of another scope than the query's is dropped (``scope_mismatch``; the engine re-checks the answer's).
 * A text longer than its model reads is refused: not embedded, not indexed, not
   written to Redis (``refused_long`` in :meth:`stats`).
 * ``add`` / ``remove`` keep the index (and Redis) in step with the cache.
@@ -234,9 +231,8 @@ class SemanticCache:
         assert space.index is not None
         vec = await space.embedder.embed(text)
         cands = await asyncio.to_thread(space.index.search, scope, vec, self.candidates)
-        foreign = [c for c in cands if c.scope != scope]
-        if foreign:  # never served across scopes, whatever the index says (the engine re-checks the answer too)
-            self.rejections["scope_mismatch"] += len(foreign)
+        if any(c.scope != scope for c in cands):  # never across scopes, whatever the index holds
+            self.rejections["scope_mismatch"] += sum(c.scope != scope for c in cands)
             cands = [c for c in cands if c.scope == scope]
         if cands:
             self.similarity_buckets[_bucket(cands[0].score)] += 1
@@ -448,8 +444,6 @@ class SemanticCache:
             except Exception as exc:  # noqa: BLE001
                 self.errors["on_evict"] += 1
                 log.warning("on_evict callback failed: %r", exc)
-
-    # -- reporting ---------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         first = self.spaces[0].stats()

@@ -23,6 +23,7 @@ import numpy as np
 from enhanced_llm.semantic.embedders import BaseEmbedder
 from enhanced_llm.semantic.index import VectorIndex
 from enhanced_llm.semantic.store import SemanticStore
+from enhanced_llm.semantic.verifier import analysis
 
 __all__ = ["VectorSpace"]
 
@@ -87,10 +88,15 @@ class VectorSpace:
         redis_timeout: float, entry_ttl: float | None, sync_interval_ms: int,
     ) -> None:
         await self.embedder.aload()
+        limit = getattr(config, "verifier_cache_bytes", None)  # the verifier's cache is one per process
+        if limit and analysis.cache_usage()["analysis_cache_bytes_bound"] != limit:
+            analysis.set_cache_bytes(limit)
         dim = self.embedder.dimension
         self.index = VectorIndex(
             dim,
             max_entries=config.index_max_entries,
+            max_bytes=getattr(config, "index_max_bytes", None),
+            max_scopes=getattr(config, "index_max_scopes", None),
             approximate_after=config.approximate_after,
             on_evict=on_evict,
             index_type=getattr(config, "index_type", "ivf"),
