@@ -257,6 +257,11 @@ class SimilarityConfig(BaseModel):
     embedding_cache_bytes: int = Field(
         default=32 << 20, gt=0, description="Bytes (texts and vectors) the embedder's caches may hold, per model."
     )
+    verifier_cache_bytes: int = Field(
+        default=8 << 20, gt=0,
+        description="Bytes the verifier's cache of analysed texts may hold (one cache per process: the last "
+        "semantic cache started sets it).",
+    )
     embedding_device: str | None = Field(default=None, description="'cpu', 'cuda', ...; None picks CUDA when available.")
     embedding_backend: Literal["auto", "onnx", "torch"] = Field(
         default="auto",
@@ -271,6 +276,16 @@ class SimilarityConfig(BaseModel):
     )
     max_batch_size: int = Field(default=64, gt=0)
     index_max_entries: int = Field(default=100_000, gt=0, description="Vectors kept per process (all scopes).")
+    index_max_bytes: int = Field(
+        default=256 << 20, gt=0,
+        description="Bytes the vector index may hold per model (vectors, question texts, per-scope FAISS objects; "
+        "see VectorIndex.memory_bytes). Past it the least recently used entries leave memory (not Redis).",
+    )
+    index_max_scopes: int = Field(
+        default=10_000, gt=0,
+        description="Scopes (one FAISS index each) held per model. Past it the least recently used scope leaves "
+        "memory whole; Redis keeps its entries and the next hydration (restart or re-sync) loads them again.",
+    )
     approximate_after: int = Field(default=20_000, gt=0, description="A scope's index switches from exact to approximate past this size.")
     index_type: Literal["ivf", "hnsw", "flat"] = Field(
         default="ivf", description="Approximate index past approximate_after: IVF-flat (removals, cheap training), HNSW, or flat."
@@ -282,6 +297,17 @@ class SimilarityConfig(BaseModel):
     )
     min_coverage: float = Field(
         default=0.9, ge=0, le=1, description="Share of the text's tokens the embedding model must know (not [UNK]) for a semantic hit."
+    )
+    signing_key: str | bytes | None = Field(
+        default=None, repr=False, min_length=1,
+        description="HMAC-SHA256 key for the semantic entries and change records written to Redis; with it, an "
+        "unsigned or wrongly signed value read back is refused (counted in the store's 'rejected' stats). The "
+        "engine fills it from CacheConfig.signing_key when unset.",
+    )
+    max_stored_value_bytes: int = Field(
+        default=64 << 10, gt=0,
+        description="Largest semantic entry written to or read from Redis (question, vector, scope); a larger one "
+        "is not written, and one read back is refused.",
     )
 
 

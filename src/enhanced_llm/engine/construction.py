@@ -148,6 +148,9 @@ class EnhancementsMixin:
         from ..semantic import SemanticCache
 
         config = self.cache_config
+        signing_key = getattr(config, "signing_key", None)
+        if signing_key is not None and self.similarity_config.signing_key is None:  # one key signs both caches
+            self.similarity_config.signing_key = getattr(signing_key, "get_secret_value", lambda: signing_key)()
         if self.cache_manager is not None and self.cache_manager.redis is not None:
             # Its own pool: the index follows other replicas with blocking XREADs (up to ~1 s),
             # longer than the exact cache's socket timeout; each call still has its own timeout.

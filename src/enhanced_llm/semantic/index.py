@@ -33,10 +33,18 @@ answer) and keeps the question text, so a match can be verified and served.
   parameters). When such tombstones exceed a quarter of a scope (and at least
   64) the scope is compacted: ``remove_ids`` for flat and IVF, a rebuild from
   the live vectors for HNSW (seconds for 100k entries, under the lock).
-* **Bound.** At most ``max_entries`` live entries over all scopes; beyond that
-  the least recently used (added or :meth:`touch`-ed) are evicted and their
-  entry ids handed to ``on_evict`` (outside the lock), so the cache entries
-  they point to can go too.
+* **Bounds.** At most ``max_entries`` live entries over all scopes, at most
+  ``max_bytes`` of memory (vectors, tombstones not yet compacted, question and id
+  texts, per-scope FAISS objects: :meth:`memory_bytes`, kept up to date as entries
+  come and go) and at most ``max_scopes`` scopes. Past the entry or byte bound the
+  least recently used entries (added or :meth:`touch`-ed) are evicted, down to 95 %
+  of the byte bound, and the scopes they leave are compacted at once, so tombstones
+  do not hold the memory. Past the scope bound the least recently used scope
+  (added to or searched) is dropped whole. Either way the entry ids go to
+  ``on_evict`` (outside the lock). A dropped entry is only gone from this process:
+  Redis keeps it, and it comes back at the next hydration (a restart, or a re-sync
+  after the change stream was trimmed past this replica); a new addition to a
+  dropped scope starts it again.
 
 All methods are thread-safe (one re-entrant lock); the async facade calls them
 from a worker thread because FAISS work is CPU-bound. Single-query searches
@@ -47,15 +55,17 @@ than it saves for one vector.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from enhanced_llm.errors import MissingDependencyError
+from enhanced_llm.semantic.bounds import IndexBounds, _entry_cost, _Entry, _Rebuild, _Scope
 
 __all__ = ["Candidate", "VectorIndex"]
 
@@ -74,33 +84,6 @@ class Candidate:
     scope: str = ""
 
 
-@dataclass(slots=True)
-class _Entry:
-    entry_id: str
-    question: str
-    scope: str
-
-
-@dataclass(slots=True)
-class _Scope:
-    index: Any  # IndexIDMap2 over IndexFlatIP / IndexHNSWFlat, or IndexIVFFlat (ids native)
-    approximate: bool = False
-    live: int = 0
-    dead: set[int] = field(default_factory=set)
-    params: Any = None  # cached SearchParameters that skip the tombstones
-    kind: str = "flat"  # "flat", "hnsw" or "ivf"
-    trained_for: int = 0  # IVF: live entries when its cells were trained
-    rebuild: _Rebuild | None = None  # a background rebuild under way
-
-
-@dataclass(slots=True)
-class _Rebuild:
-    """What happened to a scope since its background rebuild took its snapshot."""
-
-    dead_before: set[int]  # tombstones already left out of the snapshot
-    added: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (ids, vectors) to replay
-
-
 def _faiss() -> Any:
     try:
         import faiss
@@ -109,7 +92,7 @@ def _faiss() -> Any:
     return faiss
 
 
-class VectorIndex:
+class VectorIndex(IndexBounds):
     """Scoped FAISS index of ``(entry_id, question, vector)`` with LRU bound."""
 
     def __init__(
@@ -117,6 +100,8 @@ class VectorIndex:
         dim: int,
         *,
         max_entries: int = 100_000,
+        max_bytes: int | None = None,
+        max_scopes: int | None = None,
         approximate_after: int = 20_000,
         on_evict: EvictCallback | None = None,
         index_type: str = "ivf",
@@ -131,6 +116,8 @@ class VectorIndex:
         self._faiss = _faiss()
         self.dim = dim
         self.max_entries = max(1, max_entries)
+        self.max_bytes = None if max_bytes is None else max(1, max_bytes)
+        self.max_scopes = None if max_scopes is None else max(1, max_scopes)
         self.approximate_after = max(1, approximate_after)
         self.on_evict = on_evict
         self.index_type = index_type
@@ -141,12 +128,16 @@ class VectorIndex:
         self.background_rebuild = background_rebuild
         self._lock = threading.RLock()
         self._rebuilders: set[threading.Thread] = set()
-        self._scopes: dict[str, _Scope] = {}
+        self._scopes: OrderedDict[str, _Scope] = OrderedDict()  # LRU order of scopes, oldest first
+        self._faiss_bytes = 0  # sum of _Scope.bytes + name bytes
+        self._entry_bytes = 0  # entries' strings and slots
         self._entries: OrderedDict[int, _Entry] = OrderedDict()  # LRU order, oldest first
         self._by_entry_id: dict[str, int] = {}
         self._next_id = 1
         self.evictions = 0
         self.rebuilds = 0
+        self.scope_mismatches = 0  # search results dropped: the entry's scope is not the scope searched
+        self.scope_drops = 0
 
     # -- writing ---------------------------------------------------------------
 
@@ -167,8 +158,13 @@ class VectorIndex:
             ids = np.arange(self._next_id, self._next_id + len(items), dtype=np.int64)
             self._next_id += len(items)
             sc = self._scopes.get(scope)
+            evicted: list[str] = []
             if sc is None:
-                sc = self._scopes[scope] = _Scope(index=self._new_index("flat"))
+                sc = self._scopes[scope] = _Scope(index=self._new_index("flat"), name_bytes=sys.getsizeof(scope))
+                self._faiss_bytes += sc.name_bytes
+                evicted += self._drop_scopes_locked(keep=scope)
+            else:
+                self._scopes.move_to_end(scope)
             sc.index.add_with_ids(vectors, ids)
             if sc.rebuild is not None:
                 sc.rebuild.added.append((ids, vectors))
@@ -176,11 +172,14 @@ class VectorIndex:
             for i, (entry_id, question) in zip(ids.tolist(), items):
                 self._entries[i] = _Entry(entry_id, question, scope)
                 self._by_entry_id[entry_id] = i
+                sc.ids.add(i)
+                self._entry_bytes += _entry_cost(entry_id, question)
+            self._refresh(sc)
             if self.index_type != "flat" and not sc.approximate and sc.live > self.approximate_after:
                 self._start_rebuild(scope, sc)
             elif sc.kind == "ivf" and sc.live > 4 * sc.trained_for:
                 self._start_rebuild(scope, sc)  # re-train: cells grew 4x
-            evicted = self._evict_locked()
+            evicted += self._evict_locked()
         if evicted and self.on_evict is not None:
             self.on_evict(evicted)
 
@@ -215,6 +214,7 @@ class VectorIndex:
             self._scopes.clear()
             self._entries.clear()
             self._by_entry_id.clear()
+            self._faiss_bytes = self._entry_bytes = 0
 
     # -- reading -----------------------------------------------------------------
 
@@ -230,6 +230,8 @@ class VectorIndex:
             return results
         with self._lock:
             names = list(self._scopes) if scope is None else ([scope] if scope in self._scopes else [])
+            if scope is not None and names:
+                self._scopes.move_to_end(scope)  # a scope in use is not the one dropped
             for name in names:
                 sc = self._scopes[name]
                 ntotal = sc.index.ntotal
@@ -239,8 +241,12 @@ class VectorIndex:
                 for row, (srow, irow) in enumerate(zip(scores.tolist(), ids.tolist())):
                     for s, i in zip(srow, irow):
                         e = self._entries.get(i) if i >= 0 else None
-                        if e is not None:
-                            results[row].append(Candidate(e.entry_id, e.question, float(s), name))
+                        if e is None:
+                            continue
+                        if e.scope != name:  # a vector filed under another scope than its entry's
+                            self.scope_mismatches += 1
+                            continue
+                        results[row].append(Candidate(e.entry_id, e.question, float(s), e.scope))
         for row in results:
             row.sort(key=lambda c: c.score, reverse=True)
             del row[k:]
@@ -268,20 +274,10 @@ class VectorIndex:
     # -- sizes -------------------------------------------------------------------
 
     def memory_bytes(self) -> int:
-        """Estimate of the bytes held: FAISS vectors and graph, id maps and Python entries."""
+        """Estimate of the bytes held (O(1)): FAISS vectors (tombstones included) and objects per scope,
+        IVF centroids, HNSW links, and the entries' question and id strings and slots."""
         with self._lock:
-            total = 0
-            for sc in self._scopes.values():
-                per_vec = self.dim * 4 + 8  # vector, id
-                if sc.kind != "ivf":
-                    per_vec += 16  # IndexIDMap2 reverse-map slot
-                if sc.kind == "hnsw":
-                    per_vec += int(self.hnsw_m * 2 * 4 * 1.05) + 8  # level-0 links + upper levels + level
-                total += sc.index.ntotal * per_vec
-                if sc.kind == "ivf":
-                    total += self._faiss.extract_index_ivf(sc.index).nlist * self.dim * 4  # centroids
-            questions = sum(len(e.question) + len(e.entry_id) for e in self._entries.values())
-            return total + questions + len(self._entries) * 360  # entry objects, dict and OrderedDict slots
+            return self._faiss_bytes + self._entry_bytes
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -293,6 +289,10 @@ class VectorIndex:
                 "tombstones": sum(len(s.dead) for s in self._scopes.values()),
                 "evictions": self.evictions,
                 "rebuilds": self.rebuilds,
+                "scope_drops": self.scope_drops,
+                "max_bytes": self.max_bytes,
+                "max_scopes": self.max_scopes,
+                "scope_mismatches": self.scope_mismatches,
                 "memory_bytes": self.memory_bytes(),
             }
 
@@ -319,29 +319,23 @@ class VectorIndex:
             base = faiss.IndexFlatIP(self.dim)
         return faiss.IndexIDMap2(base)
 
-    def _remove_locked(self, entry_id: str) -> bool:
+    def _remove_locked(self, entry_id: str, compact: bool = True) -> bool:
         i = self._by_entry_id.pop(entry_id, None)
         if i is None:
             return False
         e = self._entries.pop(i)
+        self._entry_bytes -= _entry_cost(e.entry_id, e.question)
         sc = self._scopes[e.scope]
+        sc.ids.discard(i)
         sc.dead.add(i)
         sc.params = None
         sc.live -= 1
         if sc.live == 0:
-            del self._scopes[e.scope]
-        elif len(sc.dead) >= 64 and len(sc.dead) * 4 > sc.index.ntotal:
+            self._delete_scope(e.scope, sc)
+        elif compact and len(sc.dead) >= 64 and len(sc.dead) * 4 > sc.index.ntotal:
             self._compact(sc)
+            self._refresh(sc)
         return True
-
-    def _evict_locked(self) -> list[str]:
-        evicted: list[str] = []
-        while len(self._entries) > self.max_entries:
-            _, e = next(iter(self._entries.items()))
-            self._remove_locked(e.entry_id)
-            evicted.append(e.entry_id)
-        self.evictions += len(evicted)
-        return evicted
 
     def _start_rebuild(self, name: str, sc: _Scope) -> None:
         """Rebuild ``sc`` as the approximate index: in a background thread, or inline."""
@@ -380,15 +374,17 @@ class VectorIndex:
                 sc.index, sc.approximate, sc.kind, sc.params = new, kind != "flat", kind, None
                 sc.dead = sc.dead - work.dead_before  # removed meanwhile: still in the new index
                 sc.trained_for = len(ids) if kind == "ivf" else 0
+                self._refresh(sc)
                 self.rebuilds += 1
         finally:
             with self._lock:
                 self._rebuilders.discard(threading.current_thread())
 
-    def _compact(self, sc: _Scope) -> None:
+    def _compact(self, sc: _Scope, force: bool = False) -> None:
+        """Drop a scope's tombstones (``force``: in place also for a small scope, for the byte bound)."""
         if sc.rebuild is not None:
             return  # the swap keeps these tombstones; a removal after it compacts
-        if (sc.kind == "flat" or sc.kind == "ivf") and sc.live >= self.approximate_after // 2:
+        if (sc.kind == "flat" or sc.kind == "ivf") and (force or sc.live >= self.approximate_after // 2):
             sc.index.remove_ids(np.fromiter(sc.dead, dtype=np.int64, count=len(sc.dead)))
             sc.dead.clear()
             sc.params = None
@@ -411,6 +407,7 @@ class VectorIndex:
         sc.index, sc.approximate, sc.kind, sc.params = new, kind != "flat", kind, None
         sc.trained_for = len(ids) if kind == "ivf" else 0
         sc.dead.clear()
+        self._refresh(sc)
         self.rebuilds += 1
 
     def _live_vectors(self, sc: _Scope) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ when Redis is configured, the :class:`~.store.SemanticStore`:
   ``"A|B"``): each text goes to the first model that can represent it, and each
   model is its own :class:`~.space.VectorSpace` (index, Redis namespace,
   threshold and margin): vectors of different models are never compared.
+* A candidate of another scope than the query's is dropped (``scope_mismatch``; the engine re-checks the answer's).
 * A text longer than its model reads is refused: not embedded, not indexed, not
   written to Redis (``refused_long`` in :meth:`stats`).
 * ``add`` / ``remove`` keep the index (and Redis) in step with the cache.
@@ -230,6 +231,9 @@ class SemanticCache:
         assert space.index is not None
         vec = await space.embedder.embed(text)
         cands = await asyncio.to_thread(space.index.search, scope, vec, self.candidates)
+        if any(c.scope != scope for c in cands):  # never across scopes, whatever the index holds
+            self.rejections["scope_mismatch"] += sum(c.scope != scope for c in cands)
+            cands = [c for c in cands if c.scope == scope]
         if cands:
             self.similarity_buckets[_bucket(cands[0].score)] += 1
         words = self._words_to_compare(text, cands, space)
@@ -440,8 +444,6 @@ class SemanticCache:
             except Exception as exc:  # noqa: BLE001
                 self.errors["on_evict"] += 1
                 log.warning("on_evict callback failed: %r", exc)
-
-    # -- reporting ---------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         first = self.spaces[0].stats()

@@ -24,6 +24,7 @@ import numpy as np
 from enhanced_llm.semantic.embedders import BaseEmbedder
 from enhanced_llm.semantic.index import VectorIndex
 from enhanced_llm.semantic.store import SemanticStore
+from enhanced_llm.semantic.verifier import analysis
 
 __all__ = ["VectorSpace"]
 
@@ -90,10 +91,15 @@ class VectorSpace:
         redis_timeout: float, entry_ttl: float | None, sync_interval_ms: int,
     ) -> None:
         await self.embedder.aload()
+        limit = getattr(config, "verifier_cache_bytes", None)  # the verifier's cache is one per process
+        if limit and analysis.cache_usage()["analysis_cache_bytes_bound"] != limit:
+            analysis.set_cache_bytes(limit)
         dim = self.embedder.dimension
         self.index = VectorIndex(
             dim,
             max_entries=config.index_max_entries,
+            max_bytes=getattr(config, "index_max_bytes", None),
+            max_scopes=getattr(config, "index_max_scopes", None),
             approximate_after=config.approximate_after,
             on_evict=on_evict,
             index_type=getattr(config, "index_type", "ivf"),
@@ -102,7 +108,9 @@ class VectorSpace:
         self._running = True
         if redis is not None:
             self.store = SemanticStore(
-                redis, f"{key_prefix}{self.namespace}:{dim}:", timeout=redis_timeout, entry_ttl=entry_ttl
+                redis, f"{key_prefix}{self.namespace}:{dim}:", timeout=redis_timeout, entry_ttl=entry_ttl, dim=dim,
+                signing_key=getattr(config, "signing_key", None),
+                max_value_bytes=getattr(config, "max_stored_value_bytes", 64 << 10),
             )
             complete = await self._hydrate()
             # An incomplete start (Redis failed midway) is finished by the follower, as after an outage.
@@ -165,21 +173,30 @@ class VectorSpace:
             self.index.add_many(scope, [(e.entry_id, e.question) for e in items], np.stack([e.vector for e in items]))
 
     async def _follow(self, block_ms: int, resync: bool = False) -> None:
-        """Apply other replicas' changes; after an outage (or an incomplete start), re-hydrate."""
+        """Apply other replicas' changes. A failed or timed-out read is retried from the last id read;
+        only records trimmed from the stream past that id (checked after an error, and after a full
+        read) make it re-hydrate; so does an incomplete start (``resync``: Redis failed midway)."""
         assert self.store is not None
+        check_gap = False
         while self._running:
             try:
                 if resync:
                     await self._hydrate(progress=False)
-                    resync = False
+                    resync = check_gap = False
                     log.info("semantic index re-hydrated: %d entries (%s)", self.hydration["entries"], self.store.ns)
+                elif check_gap:
+                    if await self.store.missed_changes():
+                        self.store.gap_resyncs += 1
+                        await self._hydrate(progress=False)
+                    check_gap = False
                 changes = await self.store.changes(block_ms=block_ms)
                 if changes:
                     await asyncio.to_thread(self.apply, changes)
+                check_gap = self.store.behind
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - counted by the store
-                resync = True
+                check_gap = True
                 await asyncio.sleep(self.store.retry_after)
 
     def stats(self) -> dict[str, Any]:

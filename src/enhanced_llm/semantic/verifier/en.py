@@ -128,10 +128,16 @@ _IRREGULAR = {
 
 _NO_STRIP_S = ("ss", "us", "is", "ous", "ics", "sis", "xis")
 
-@lru_cache(maxsize=65536)
+_STEM_CACHE_MAX_CHARS = 32  # longer words are stemmed each time: 65,536 cached short words hold ~12 MiB at most
+
+
 def _stem(word: str) -> str:
     """A crude, deterministic English stem: plural, -ing/-ed and final -e removed, so that
     "copies", "copying", "copied" and "copy", or "makes", "making" and "make", compare equal."""
+    return _stem_cached(word) if len(word) <= _STEM_CACHE_MAX_CHARS else _stem_word(word)
+
+
+def _stem_word(word: str) -> str:
     w = word.lower()
     if w in _IRREGULAR:
         return _IRREGULAR[w]
@@ -152,6 +158,8 @@ def _stem(word: str) -> str:
     if w.endswith("e") and len(w) > 3 and not w.endswith("ee"):
         w = w[:-1]
     return w
+
+_stem_cached = lru_cache(maxsize=65536)(_stem_word)
 
 # Words that negate by their meaning; they make a text negated but have no scope we can read.
 _IMPLICIT_NEG_STEMS = frozenset(
