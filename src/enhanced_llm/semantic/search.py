@@ -17,11 +17,9 @@ when Redis is configured, the :class:`~.store.SemanticStore`:
   noisier far from 1.0. ``lexical_weight`` (0.2) and ``adaptive_margin`` (3)
   were picked by a small sweep on GPTCache's mock data and the first 10k QQP
   pairs and checked on QQP pairs 20,000-29,999 (see benchmarks/).
-* Two stored questions with the same text and different entry ids always tie:
-  the cache holds two answers to one question and serves neither. The same
-  holds for two stored questions with the same content words (only function
-  words, inflection or order differ) that both pass the verifier
-  ("duplicate_entries"): it costs a hit, never serves a wrong answer.
+* Two stored questions with the same text (or the same content words) and different entry ids
+  that both pass the verifier are one question with two answers: neither is served
+  ("duplicate_entries").
 * Several embedding models may be configured (``embedding_model="auto"`` or
   ``"A|B"``): each text goes to the first model that can represent it, and each
   model is its own :class:`~.space.VectorSpace` (index, Redis namespace,
