@@ -146,3 +146,46 @@ def test_cilin_groups():
 )
 def test_lexical_evidence_kinds(a, b, kind):
     assert evidence(a, b) == kind
+
+
+# --- added words, particles, derived forms ---------------------------------------------
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("怎么订阅这个频道", "怎么取消订阅这个频道"),  # an added verb reverses the action
+        ("路口左拐怎么走", "路口右拐怎么走"),  # a direction
+        ("牙刷怎么清洗", "电动牙刷怎么清洗"),  # a word changed by what is put in front (one word for jieba)
+        ("从南京开车到合肥要多久", "从合肥开车到南京要多久"),
+        ("从杭州骑车去宁波", "从宁波骑车去杭州"),  # 从A<verb>B, no 到
+    ],
+)
+def test_chinese_added_actions_and_changed_words_are_refused(a, b):
+    v = verdict(b, a)
+    assert not v.accepted, v
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("鱼缸里养几条鱼合适", "鱼缸里养多少条鱼合适"),  # 几 / 多少: the question word is no content
+        ("冬天怎么给绿萝浇水", "冬天怎么给绿萝浇水比较好"),  # an added detail (比较好)
+    ],
+)
+def test_chinese_added_details_pass(a, b):
+    v = verdict(b, a)
+    assert v.accepted, v
+
+
+@pytest.mark.parametrize(
+    "cached, query, accepted",
+    [
+        ("How do I log in to the router?", "How do I log out of the router?", False),
+        ("How do I set up a printer?", "How do I set down a printer?", False),
+        ("What country is Lisbon in?", "Which country does Lisbon belong to?", True),  # stranded "in"
+        ("How do I back up a phone?", "How do I make a backup of a phone?", True),  # back up = backup
+        ("How often should I water cacti weekly?", "How often should I water cacti every week?", True),  # -ly
+    ],
+)
+def test_english_particles_and_derived_forms(cached, query, accepted):
+    assert verdict(query, cached).accepted is accepted

@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable
 from enhanced_llm.semantic.verifier import en
 from enhanced_llm.semantic.verifier.analysis import Analysis, covered
 from enhanced_llm.semantic.verifier.synonyms import same_meaning
-from enhanced_llm.semantic.verifier.zh import CJK_RE
+from enhanced_llm.semantic.verifier.zh import _MEASURE, CJK_RE
 
 __all__ = ["Match", "cilin_available", "cilin_synonyms", "content_difference", "evidence", "words_to_embed"]
 
@@ -140,7 +140,7 @@ def _lexical(a: str, b: str) -> str:
         if cilin_synonyms(a, b):
             return "cilin"
         return "table" if same_meaning(a, b) else ""
-    sa, sb = en._stem(a), en._stem(b)
+    sa, sb = _base(a), _base(b)
     if sa == sb:
         return "stem"
     short, long = (sa, sb) if len(sa) <= len(sb) else (sb, sa)
@@ -149,6 +149,15 @@ def _lexical(a: str, b: str) -> str:
     if any(same_meaning(x, y) for x in _forms(a, sa) for y in _forms(b, sb)):
         return "table"
     return ""
+
+
+def _base(word: str) -> str:
+    """The stem of ``word`` with an adverb's -ly taken off (daily -> day, quickly -> quick)."""
+    if len(word) >= 5 and word.endswith("ily"):
+        word = word[:-3] + "y"
+    elif len(word) > 5 and word.endswith("ly") and not word.endswith("lly"):
+        word = word[:-2]
+    return en._stem(word)
 
 
 def _forms(word: str, stem: str) -> set[str]:
@@ -173,6 +182,7 @@ def evidence(a: str, b: str, similar: WordSimilarity | None = None, threshold: f
 
 # Adverbial particles: after a verb they are part of its meaning (turn on / turn off, log in / log out).
 _PARTICLES = frozenset("in out up down on off over back away".split())
+_STRANDED = frozenset("in on over".split())
 
 
 def _is_particle(words: tuple[str, ...], i: int) -> bool:
@@ -181,7 +191,14 @@ def _is_particle(words: tuple[str, ...], i: int) -> bool:
     if words[i] not in _PARTICLES or i == 0:
         return False
     prev, nxt = words[i - 1], words[i + 1] if i + 1 < len(words) else ""
+    if not nxt and words[i] in _STRANDED:
+        return False  # "What time zone is Chicago in?": a preposition left at the end
     return prev not in en._STOP and not prev[:1].isdigit() and (not nxt or nxt in en._STOP)
+
+
+def _counted(prefix: str) -> bool:
+    """Is ``prefix`` only numerals and measure words (个人 in 两个人: 个 + 人, not a compound)?"""
+    return all(ch in _MEASURE or ch in "零〇一二两三四五六七八九十百千万亿几多每" for ch in prefix)
 
 
 def _zh_chars(a: Analysis) -> str:
@@ -195,8 +212,8 @@ def _differing(q: Analysis, c: Analysis) -> tuple[list[str], list[str]]:
         for i, (w, st) in enumerate(zip(a.words, a.stems)):
             if st in a.content and w not in en._EN_NEG and not w.startswith(en._NEG_HYPHEN_PREFIXES) and not covered(w, other):
                 out[w] = None
-            elif _is_particle(a.words, i) and w not in other.word_set:
-                out[w] = None  # zoom in / zoom out, rent / rent out: the particle is part of the verb
+            elif _is_particle(a.words, i) and w not in other.word_set and a.words[i - 1] + w not in other.squashed:
+                out[w] = None  # zoom in / zoom out, rent / rent out: the particle is part of the verb (back up = backup)
         return list(out)
 
     def chinese(a: Analysis, other: Analysis) -> list[str]:
@@ -207,7 +224,9 @@ def _differing(q: Analysis, c: Analysis) -> tuple[list[str], list[str]]:
         out: dict[str, None] = {}
         other_words = other.zh.content_words if other.zh is not None else ()
         for w in a.zh.content_words:
-            ends_one = any(len(u) > len(w) and u.endswith(w) and not u.startswith(w) for u in other_words)
+            ends_one = any(
+                len(u) > len(w) and u.endswith(w) and not u.startswith(w) and not _counted(u[: -len(w)]) for u in other_words
+            )
             if w in other_zh or (w in other.norm and not ends_one):
                 continue  # the other text has it (as a word, or starting one: 猫 / 猫咪), not only ending one (斤 / 公斤)
             if other_chars and set(w) <= other_chars and len(w) > 1:
@@ -313,7 +332,9 @@ def content_difference(
         side, other = (left_q, c) if left_q else (left_c, q)
         this = q if left_q else c
         missing = [
-            w for w in side if (_weighty(w, this) or _modifies(w, other)) and not has_evidence(w, _all_words(other))
+            w for w in side
+            if (_weighty(w, this) or _modifies(w, other)) and not has_evidence(w, _all_words(other))
+            and not (_is_cjk(w) and len(w) >= 2 and w[:-1] in _zh_chars(other))  # 回复 / 不回: the word, cut short
         ]
         unresolved = set(missing)
     return Match(only_q, only_c, missing, sorted(unresolved))
