@@ -104,7 +104,8 @@ class SemanticCache:
         self.router = EmbedderRouter(embedders, min_coverage=getattr(config, "min_coverage", 0.9))
         self.embedder: BaseEmbedder = self.router.primary
         self.verifier = verifier or Verifier(text_info=self._text_info, min_coverage=getattr(config, "min_coverage", 0.9),
-                                             generalise=getattr(config, "verify_content_words", True))
+                                             generalise=getattr(config, "verify_content_words", True),
+                                             content_scope=getattr(config, "content_scope", "slots"))
         self.errors: Counter[str] = Counter()
         self.spaces = [VectorSpace(e, config, margin=ambiguity_margin, errors=self.errors) for e in embedders]
         self.lexical_weight = lexical_weight
@@ -244,10 +245,9 @@ class SemanticCache:
         """The differing content words of the query and its nearest candidates above the threshold that
         lexical evidence leaves unmatched and that are not embedded yet (usually none)."""
         out: dict[str, None] = {}
-        for c in cands[:4]:
-            if c.score < space.threshold - _EPS:
-                break
-            out.update(dict.fromkeys(w for w in words_to_embed(text, c.question, getattr(self.verifier, "content_scope", "auto")) if space.embedder.cached_vector(w) is None))
+        scope = getattr(self.verifier, "content_scope", "slots")
+        for c in (c for c in cands[:4] if c.score >= space.threshold - _EPS):
+            out.update(dict.fromkeys(w for w in words_to_embed(text, c.question, scope) if space.embedder.cached_vector(w) is None))
         return list(out)[:limit]
 
     def _refuse_long(self, space: VectorSpace, text: str, report: dict | None = None) -> bool:

@@ -108,7 +108,7 @@ class Verifier:
         word_similarity: WordSimilarity | None = None,
         word_threshold: float = 0.65,
         generalise: bool = True,
-        content_scope: str = "auto",
+        content_scope: str = "slots",
     ) -> None:
         self.text_info = text_info
         self.min_coverage = min_coverage
@@ -317,7 +317,7 @@ def differing_words(query: str, candidate: str) -> tuple[set[str], set[str]]:
     return set(only_q), set(only_c)
 
 
-def words_to_embed(query: str, candidate: str, scope: str = "auto") -> list[str]:
+def words_to_embed(query: str, candidate: str, scope: str = "slots") -> list[str]:
     """The differing words of two texts that only word vectors could still match (see :mod:`.evidence`)."""
     return _words_to_embed(analyze(query), analyze(candidate), scope)
 

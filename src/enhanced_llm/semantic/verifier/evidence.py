@@ -293,7 +293,7 @@ def _slot_words(q: Analysis, c: Analysis) -> tuple[set[str], set[str]]:
 
 
 def content_difference(
-    q: Analysis, c: Analysis, similar: WordSimilarity | None = None, threshold: float = 1.0, *, scope: str = "auto"
+    q: Analysis, c: Analysis, similar: WordSimilarity | None = None, threshold: float = 1.0, *, scope: str = "slots"
 ) -> Match:
     """Compare the differing content words of ``q`` and ``c``; the words with no evidence are ``missing``.
 
@@ -340,7 +340,7 @@ def content_difference(
     return Match(only_q, only_c, missing, sorted(unresolved))
 
 
-def words_to_embed(q: Analysis, c: Analysis, scope: str = "auto") -> list[str]:
+def words_to_embed(q: Analysis, c: Analysis, scope: str = "slots") -> list[str]:
     """The differing words that lexical evidence leaves unmatched (and their counterparts): the only
     ones whose word vectors the rule can use. Empty when the lexical evidence decides."""
     m = content_difference(q, c, scope=scope)
