@@ -183,6 +183,7 @@ def evidence(a: str, b: str, similar: WordSimilarity | None = None, threshold: f
 # Adverbial particles: after a verb they are part of its meaning (turn on / turn off, log in / log out).
 _PARTICLES = frozenset("in out up down on off over back away".split())
 _STRANDED = frozenset("in on over".split())
+_MAX_SLOTS = 2  # more places that differ than this: a rewording, where "slots" asks for no evidence
 
 
 def _is_particle(words: tuple[str, ...], i: int) -> bool:
@@ -272,8 +273,8 @@ def _all_words(a: Analysis) -> list[str]:
 
 def _slot_words(q: Analysis, c: Analysis) -> tuple[set[str], set[str]]:
     """Words in a substitution slot: where the two content-word sequences differ by one or two words
-    on each side between shared words (or at an end), or by a particle only. A longer rewording is
-    not a slot."""
+    on each side between shared words (or at an end), or by a particle only, in a pair that differs in
+    at most ``_MAX_SLOTS`` places. A longer rewording is not a slot."""
     def seq(a: Analysis) -> list[tuple[str, str]]:
         toks = [(st, w) for i, (w, st) in enumerate(zip(a.words, a.stems)) if w not in en._STOP or _is_particle(a.words, i)]
         return toks + [(w, w) for w in (a.zh.content_words if a.zh is not None else ())]
@@ -282,6 +283,8 @@ def _slot_words(q: Analysis, c: Analysis) -> tuple[set[str], set[str]]:
     ops = difflib.SequenceMatcher(None, [k for k, _ in tq], [k for k, _ in tc], autojunk=False).get_opcodes()
     sq: set[str] = set()
     sc: set[str] = set()
+    if sum(tag != "equal" for tag, *_ in ops) > _MAX_SLOTS:
+        return sq, sc  # reworded throughout (long paraphrases): the shape of a paraphrase, not of a swap
     for tag, i1, i2, j1, j2 in ops:
         if tag == "replace" and i2 - i1 <= 2 and j2 - j1 <= 2:
             sq.update(w for _, w in tq[i1:i2])
