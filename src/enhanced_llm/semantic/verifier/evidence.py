@@ -183,7 +183,7 @@ def evidence(a: str, b: str, similar: WordSimilarity | None = None, threshold: f
 # Adverbial particles: after a verb they are part of its meaning (turn on / turn off, log in / log out).
 _PARTICLES = frozenset("in out up down on off over back away".split())
 _STRANDED = frozenset("in on over".split())
-_MAX_SLOTS = 2  # more places that differ than this: a rewording, where "slots" asks for no evidence
+_MAX_SLOTS = 1  # more places that differ than this: a rewording, where "slots" asks for no evidence
 
 
 def _is_particle(words: tuple[str, ...], i: int) -> bool:
