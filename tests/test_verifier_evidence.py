@@ -59,10 +59,11 @@ def test_english_paraphrases_with_evidence_pass(cached, query):
 
 
 def test_every_word_needs_evidence_even_in_a_reworded_question():
-    """A reworded question does not hide a substitution: 'polish' has nothing it could mean."""
-    m = content_difference(analyze("What's the best way to polish boots made of leather?"),
-                           analyze("How do I dye a leather boot?"))
+    """With "every_word" a reworded question does not hide a substitution: 'polish' has nothing it could mean."""
+    q, c = analyze("What's the best way to polish boots made of leather?"), analyze("How do I dye a leather boot?")
+    m = content_difference(q, c, scope="every_word")
     assert not m and "polish" in m.missing
+    assert content_difference(q, c, scope="slots")  # "slots": a pair reworded in several places is not checked
 
 
 def test_scopes():
