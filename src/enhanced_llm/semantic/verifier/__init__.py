@@ -4,6 +4,13 @@
 hold the per-language rules, ``synonyms`` the table of general synonyms.
 """
 
-from enhanced_llm.semantic.verifier.common import REASONS, Verdict, Verifier, differing_words, lexical_overlap
+from enhanced_llm.semantic.verifier.common import (
+    REASONS,
+    Verdict,
+    Verifier,
+    differing_words,
+    lexical_overlap,
+    words_to_embed,
+)
 
-__all__ = ["REASONS", "Verdict", "Verifier", "differing_words", "lexical_overlap"]
+__all__ = ["REASONS", "Verdict", "Verifier", "differing_words", "lexical_overlap", "words_to_embed"]

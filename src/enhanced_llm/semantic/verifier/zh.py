@@ -30,13 +30,14 @@ from typing import Any
 
 from enhanced_llm.errors import MissingDependencyError
 
-__all__ = ["ZhFacts", "zh_facts", "zh_antonym", "zh_swapped", "CJK_RE", "warm_up"]
+__all__ = ["ZhFacts", "zh_facts", "zh_antonym", "zh_swapped", "CJK_RE", "to_simplified", "warm_up"]
 
 CJK_RE = re.compile(r"[\u4e00-\u9fff]")
 
 _DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
 _MULTIPLIERS = {"十": 10, "百": 100, "千": 1000, "万": 10_000, "亿": 100_000_000}
 _NUMERAL_RE = re.compile(r"(第?)([零〇一二两三四五六七八九十百千万亿]+|半)")
+_NUMERAL_CHAR_RE = re.compile(r"[零〇一二两三四五六七八九十百千万亿半\d]")
 _YEAR_RE = re.compile(r"[零〇一二三四五六七八九]{4}(?=年)")
 # Measure words and units: a lone numeral before one of them is a number (三个, 五年), not part of a word.
 _MEASURE = frozenset("个只本次年月日天号岁元块米斤克两度倍人位条张件页章节点分秒周时里层种部台辆杯碗名级集季步环升毫楼届场双")
@@ -57,6 +58,7 @@ _NEG_FALSE = (
 )
 _A_NOT_A_RE = re.compile(r"(.)不\1")  # 能不能, 是不是, 好不好: a question, not a negation
 _A_NOT_AB_RE = re.compile(r"可不可|会不会|要不要|有没有")
+_A_NOT_A_QUESTION_RE = re.compile(r"(.)[不没]\1")  # 能不能 -> 能: the question form, read for content words
 _ENTITY_FLAGS = frozenset({"nr", "nrfg", "nrt", "ns", "nt", "nz"})
 _DATE_WORDS = frozenset(
     """今天 明天 昨天 后天 前天 今晚 明晚 昨晚 今年 明年 去年 前年 后年 本月 这个月 上个月 下个月 本周 这周 上周 下周
@@ -68,7 +70,8 @@ _FUNCTION = frozenset(
     这个 那个 哪个 哪些 些 个 种 样 怎 怎么 怎样 怎么样 如何 什么 为什么 为何 能 会 可以 能够 可 要 想 应该 该 需要 得 把 被
     给 让 从 到 对 对于 关于 其 其中 之 而 而且 并 等 着 过 地 一下 嘛 哦 嗯 您 咱 啥 多少 几 多 如果 因为 所以 但是 但 用
     来 去 做 说 讲 告诉 介绍 解释 比较 哪里 哪儿 谁 时候 什么样 一些 有没有 是不是 能不能 可不可以 会不会 要不要 好不好
-    呢 啦 嘞 吗 怎么办 怎么样 咋 咋办 最好 一般 通常 到底 究竟 还是 或者 以及 一个 一种 有些 这样 那样 方法 办法 做法 方式 意思 一共 总共 怎样才能 才能 才""".split()
+    呢 啦 嘞 吗 怎么办 怎么样 咋 咋办 最好 一般 通常 到底 究竟 还是 或者 以及 一个 一种 有些 这样 那样 方法 办法 做法 方式 意思 一共 总共 怎样才能 才能 才
+    麻烦 帮 帮我 帮忙 请教 劳驾 谢谢 想问 问问 想知道 知道 一下子 下 里 上 中""".split()
 )
 _DIRECTION_MARKERS = ("转换成", "转换为", "换算成", "换算为", "翻译成", "翻译为", "转成", "转为", "换成", "变成", "译成", "改成", "比", "到")
 _ANTONYM_WORDS = [
@@ -106,6 +109,8 @@ class ZhFacts:
 
     words: tuple[str, ...]
     content: frozenset[str]
+    content_words: tuple[str, ...]  # the content words in text order (of the statement form of A不A questions)
+    actions: frozenset[str]  # content words jieba tags as verbs or directions (取消, 出租, 右): what is done, or where
     numbers: tuple[str, ...]
     weak_numbers: frozenset[str]  # numbers from a lone 一 + measure word ("一天"): a count said on one side only
     ordinals: frozenset[int]
@@ -136,9 +141,37 @@ def _posseg() -> Any:
     return _pseg
 
 
+def _dictionary() -> Any:
+    """jieba's word -> frequency table (loaded with the tokenizer)."""
+    _posseg()
+    import jieba
+
+    return jieba.dt.FREQ
+
+
 def warm_up() -> None:
     """Load jieba's dictionary now (call off the event loop at start)."""
     _posseg()
+    to_simplified("預熱")
+
+
+_opencc: Any = None
+
+
+def to_simplified(text: str) -> str:
+    """``text`` in simplified characters (OpenCC ``t2s``; unchanged without the ``opencc`` package):
+    jieba's dictionary and Cilin are simplified, and 電腦 is the same question as 电脑."""
+    global _opencc
+    if _opencc is None:
+        with _jieba_lock:
+            if _opencc is None:
+                try:
+                    import opencc
+
+                    _opencc = opencc.OpenCC("t2s")
+                except Exception:  # noqa: BLE001 - not installed or no data: texts stay as written
+                    _opencc = False
+    return _opencc.convert(text) if _opencc else text
 
 
 def numeral_value(run: str) -> float:
@@ -231,26 +264,55 @@ def _sides(content_words: list[str], words: list[str]) -> tuple[tuple[str, ...],
     return None
 
 
+# Modal verbs and particles jieba's HMM glues to the next or previous character (能充, 了能).
+_GLUE_BEFORE = frozenset("能会要可了就都也还很")
+_GLUE_AFTER = frozenset("了的得吗呢吧")
+_RARE = 500  # jieba dictionary frequency below which a word starting with a modal is read as glued
+_ACTION_FLAGS = frozenset({"v", "vd", "vg", "f", "t"})  # verbs, directions, times
+_QUESTION_PREFIX_RE = re.compile(r"^(?:几|多少)(?=[\u4e00-\u9fff])")  # 几天 -> 天, 多少钱 -> 钱
+
+
+def _unglue(word: str) -> str:
+    """A word jieba made up (not in its dictionary) from a function character and a content word:
+    the content word (能充 -> 充, 了能 -> 能); any other word as it is."""
+    if len(word) < 2 or not CJK_RE.match(word):
+        return word
+    if _QUESTION_PREFIX_RE.match(word):
+        return _QUESTION_PREFIX_RE.sub("", word)  # 几天 / 多少天: the question word is no content
+    if _dictionary().get(word, 0) >= _RARE:
+        return word  # a word of the dictionary (能力, 会员), not one made by gluing (能充, 要花; 能带 is rare)
+    while len(word) >= 2 and word[0] in _GLUE_BEFORE:
+        word = word[1:]
+    while len(word) >= 2 and word[-1] in _GLUE_AFTER:
+        word = word[:-1]
+    return word
+
+
 def zh_facts(text: str) -> ZhFacts | None:
     """The Chinese facts of ``text``, or None when it has no Chinese characters."""
     if not CJK_RE.search(text):
         return None
     tagged = [(w.word, w.flag) for w in _posseg().lcut(text) if w.word.strip()]
     words = [w for w, _ in tagged]
+    # Content words are read from the statement form of an A不A question (能不能 -> 能, 有没有 -> 有).
+    plain = _A_NOT_A_QUESTION_RE.sub(r"\1", text.replace("可不可以", "可以"))
+    plain_tagged = tagged if plain == text else [(w.word, w.flag) for w in _posseg().lcut(plain) if w.word.strip()]
     cjk = "".join(CJK_RE.findall(text))
     numbers, weak, ordinals = _numbers(cjk, tagged, text)
     units = {m.group(1) for m in _UNIT_RE.finditer(text)}
     negated = _negated(cjk)
     content = [
-        w for w, flag in tagged
-        if CJK_RE.search(w) and w not in _FUNCTION and flag not in ("m", "mq", "x", "uj", "ul", "y", "p", "c", "u")
-        and w not in _NEG_CHARS
+        w for w, flag in ((_unglue(w), f) for w, f in plain_tagged)
+        if CJK_RE.search(w) and w not in _FUNCTION and w not in _NEG_CHARS
+        and (flag not in ("m", "mq", "x", "uj", "ul", "y", "p", "c", "u") or flag == "m" and not _NUMERAL_CHAR_RE.search(w))
     ]
     # Words that can stand on either side of a direction marker: also Latin names (PDF, Word) and units (磅).
     side_words = content + [w for w, flag in tagged if flag in ("eng", "q") or (flag == "m" and w in _UNITS)]
     return ZhFacts(
         words=tuple(words),
         content=frozenset(content),
+        content_words=tuple(dict.fromkeys(content)),
+        actions=frozenset(u for u, flag in ((_unglue(w), f) for w, f in plain_tagged) if flag in _ACTION_FLAGS),
         numbers=tuple(sorted(numbers)),
         weak_numbers=frozenset(weak),
         ordinals=frozenset(ordinals),
@@ -280,10 +342,22 @@ def zh_antonym(only_q: set[str], only_c: set[str]) -> tuple[str, str] | None:
 def zh_swapped(q: ZhFacts, c: ZhFacts) -> bool:
     """Two content words trade places across the same kind of direction marker (A比B / B比A)."""
     if q.sides is None or c.sides is None:
-        return False
+        return _swapped_after_from(q, c)
     (lq, rq), (lc, rc) = q.sides, c.sides
     crossed_l, crossed_r = set(lq) & set(rc), set(rq) & set(lc)
     if crossed_l and crossed_r:
         return True
     # One side reworded: "A到B" vs "B到A'" still crosses one way when nothing stayed on its side.
     return bool(crossed_l or crossed_r) and not (set(lq) & set(lc)) and not (set(rq) & set(rc))
+
+
+def _swapped_after_from(q: ZhFacts, c: ZhFacts) -> bool:
+    """从A飞B / 从B飞A: after 从 ("from") the same two names in the other order, whatever the verb."""
+    def names_after_from(z: ZhFacts) -> list[str]:
+        if "从" not in z.words:
+            return []
+        rest = z.words[z.words.index("从") + 1 :]
+        return [w for w in rest if w in z.entities]
+
+    nq, nc = names_after_from(q), names_after_from(c)
+    return len(nq) >= 2 and len(nc) >= 2 and nq[:2] == nc[1::-1] and nq[0] != nq[1]
