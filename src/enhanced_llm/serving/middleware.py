@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from .context import _REQUEST, ASGIApp, Message, Receive, RequestCacheContext, Scope, Send
+from .gateway_schemas import error_body
 from .tenants import DEFAULT_TENANT, MAX_SUB_SCOPE_CHARS, MAX_TENANT_CHARS, KeyRing, TenantPolicy, check_scope_name
 
 __all__ = ["CacheScopeMiddleware", "OPEN_PATHS", "METRICS_PATHS"]
@@ -27,6 +28,20 @@ def _json_response(status: int, body: object) -> tuple[Message, Message]:
 def _bad_request(message: str, param: str) -> tuple[Message, Message]:
     """vLLM's error format (``ErrorResponse``)."""
     return _json_response(400, {"error": {"message": message, "type": "BadRequestError", "param": param, "code": 400}})
+
+
+def _in_gateway_format(path: str, response: tuple[Message, Message]) -> tuple[Message, Message]:
+    """The CY-LLM routes (``/api/``) answer in their own documented error body (seed 001):
+    ``{"error": {"code", "message", "details"}}``."""
+    if not path.startswith(GATEWAY_PREFIX):
+        return response
+    status = response[0]["status"]
+    if status == 401:
+        return _json_response(401, error_body("UNAUTHORIZED", "a valid X-API-Key is required"))
+    error = json.loads(response[1]["body"])["error"]
+    return _json_response(status, error_body(
+        "INVALID_REQUEST", error["message"], [{"type": "invalid_header", "field": error.get("param"), "description": error["message"]}],
+    ))
 
 
 class CacheScopeMiddleware:
@@ -84,11 +99,11 @@ class CacheScopeMiddleware:
         if self.keys is not None:
             found = self._authenticate(headers, path)
             if found is None:
-                return await self._reply(scope, send, _json_response(401, {"error": "Unauthorized"}))
+                return await self._reply(scope, send, _in_gateway_format(path, _json_response(401, {"error": "Unauthorized"})))
             policy = found
         ctx_or_error = self._context(headers, policy)
         if isinstance(ctx_or_error, tuple):
-            return await self._reply(scope, send, ctx_or_error)
+            return await self._reply(scope, send, _in_gateway_format(path, ctx_or_error))
         await self._call_with_context(scope, receive, send, ctx_or_error)
 
     def _context(self, headers: list[tuple[bytes, bytes]], policy: TenantPolicy) -> RequestCacheContext | tuple[Message, Message]:
