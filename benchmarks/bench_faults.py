@@ -44,7 +44,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,25 +53,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _procs import free_port, percentile, stop_process
 
 MODEL = "embedded:tiny"
 API_KEY = "bench-" + uuid.uuid4().hex[:12]
 KEY_A, KEY_B = "alpha-" + uuid.uuid4().hex[:12], "beta-" + uuid.uuid4().hex[:12]
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_faults.json"
 ALL_ROWS = ("faults", "planted", "tenants", "malformed", "matrix")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 # -- processes --------------------------------------------------------------------------------------
@@ -159,13 +146,7 @@ class Server:
         return psutil.Process(self.proc.pid).memory_info().rss
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        stop_process(self.proc)
 
 
 def metric(base: str, key: str, name: str) -> float | None:

@@ -43,9 +43,6 @@ import contextlib
 import json
 import os
 import re
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,25 +53,13 @@ from typing import Any
 
 import httpx
 import numpy as np
+from _procs import free_port, percentile as pct, stop_process
 
 MODEL = "embedded:tiny"
 DATA = Path(__file__).parent / "data"
 RESULTS = Path(__file__).parent / "results"
 HYDRATED_LOG = re.compile(r"semantic index hydrated: (\d+) entries in ([\d.]+) s \((.*?)\)")
 PLANT_SCOPE = "bench-hydration"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))]
 
 
 def paraphrase_pairs(limit: int) -> list[tuple[str, str]]:
@@ -124,13 +109,7 @@ class Replica:
                 for n, sec, ns in HYDRATED_LOG.findall(self.log.read_text(errors="replace"))]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        stop_process(self.proc)
 
 
 def wait_healthy(replicas: list[Replica], timeout: float) -> None:

@@ -31,8 +31,6 @@ import contextlib
 import json
 import os
 import random
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,18 +43,13 @@ from typing import Any
 import httpx
 
 from enhanced_llm.models import resolve_model
+from _procs import free_port, stop_process
 
 SERVED_NAME = "embedded:bench"
 WORDS = (
     "cache model token request server latency memory vector answer question python data "
     "system network engine query result index graph stream batch tensor layer weight"
 ).split()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_prompts(n: int, repeat_share: float, min_gap: int, salt: str, words: int) -> list[str]:
@@ -113,13 +106,7 @@ class ServerProcess:
         raise RuntimeError(f"server not healthy after {timeout}s:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
+        stop_process(self.proc)
 
 
 def warm_up(port: int, output_len: int, count: int = 8) -> None:
