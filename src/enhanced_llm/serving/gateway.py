@@ -23,7 +23,8 @@ Same process, port, engine and caches as the OpenAI routes; the cache response h
   streams in the same per-token chunks as a generated one.
 * Errors: ``{"error": {"code", "message", "details"}}`` with ``INVALID_REQUEST`` (400),
   ``UNAUTHORIZED`` (401), ``MODEL_NOT_FOUND`` / ``NOT_FOUND`` (404), ``MODEL_NOT_READY`` (503),
-  ``INTERNAL_ERROR`` (500). Every route needs a valid ``X-API-Key`` when the server has keys.
+  ``INTERNAL_ERROR`` (500). Every route needs a valid ``X-API-Key`` when the server has keys:
+  the server's middleware checks it, with every other route (:mod:`.tenants`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from starlette.requests import Request
 
 from ..cyllm.chunks import TextChunk, chunked_generate
 from ..cyllm.generation import GenerationOptions, build_sampling_params, lora_request_for
-from .gateway_auth import ApiKeys
 from .gateway_info import ServerInfo
 from .gateway_schemas import ERROR_STATUS, InferenceBody, error_body, validation_details
 
@@ -77,17 +77,11 @@ def _engine_error(exc: BaseException) -> Any:
 class Gateway:
     """The ``/api/v1`` routes over one engine."""
 
-    def __init__(self, engine: Any, info: ServerInfo, keys: ApiKeys) -> None:
+    def __init__(self, engine: Any, info: ServerInfo) -> None:
         self.engine = engine
         self.info = info
-        self.keys = keys
 
     # -- request handling --------------------------------------------------------------------------
-
-    def _denied(self, request: Request) -> Any:
-        if self.keys.allows({k.lower(): v for k, v in request.headers.items()}):
-            return None
-        return _error("UNAUTHORIZED", "a valid X-API-Key header is required")
 
     async def _parse(self, request: Request) -> InferenceBody | Any:
         try:
@@ -135,8 +129,6 @@ class Gateway:
     async def inference(self, request: Request) -> Any:
         from fastapi.responses import JSONResponse
 
-        if (denied := self._denied(request)) is not None:
-            return denied
         body = await self._parse(request)
         if not isinstance(body, InferenceBody):
             return body
@@ -172,8 +164,6 @@ class Gateway:
     async def _stream(self, request: Request, with_metadata: bool) -> Any:
         from fastapi.responses import StreamingResponse
 
-        if (denied := self._denied(request)) is not None:
-            return denied
         body = await self._parse(request)
         if not isinstance(body, InferenceBody):
             return body
@@ -213,15 +203,11 @@ class Gateway:
     async def models(self, request: Request) -> Any:
         from fastapi.responses import JSONResponse
 
-        if (denied := self._denied(request)) is not None:
-            return denied
         return JSONResponse(self.info.models())
 
     async def model(self, request: Request) -> Any:
         from fastapi.responses import JSONResponse
 
-        if (denied := self._denied(request)) is not None:
-            return denied
         model_id = request.path_params["model_id"]
         if model_id not in self.info.served_names:
             return _error("MODEL_NOT_FOUND", f"Invalid model ID: {model_id}", [{
@@ -238,21 +224,15 @@ class Gateway:
     async def _health(self, request: Request, detailed: bool) -> Any:
         from fastapi.responses import JSONResponse
 
-        if (denied := self._denied(request)) is not None:
-            return denied
         status, body = await self.info.health(detailed)
         return JSONResponse(body, status_code=status)
 
     async def training(self, request: Request) -> Any:
-        if (denied := self._denied(request)) is not None:
-            return denied
         return _error("NOT_FOUND", "training is not part of enhanced-llm: run CY-LLM's trainer for /api/v1/training", [{
             "type": "not_supported", "field": None, "description": f"{request.method} {request.url.path} is not served here",
         }])
 
     async def not_found(self, request: Request) -> Any:
-        if (denied := self._denied(request)) is not None:
-            return denied
         return _error("NOT_FOUND", f"no route {request.method} {request.url.path}")
 
 
@@ -263,7 +243,7 @@ def add_gateway_routes(app: Any, engine: Any, args: Any) -> Gateway:
     serving_models = getattr(app.state, "openai_serving_models", None)
     names = [p.name for p in getattr(serving_models, "base_model_paths", None) or ()]
     names = names or list(getattr(args, "served_model_name", None) or [args.model])
-    gateway = Gateway(engine, ServerInfo(engine, names, serving_models), ApiKeys.from_args(args))
+    gateway = Gateway(engine, ServerInfo(engine, names, serving_models))
     router = APIRouter()
     every = ["GET", "POST", "PUT", "DELETE", "PATCH"]
     router.add_api_route(f"{PREFIX}/inference", gateway.inference, methods=["POST"], include_in_schema=True)
