@@ -48,13 +48,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from enhanced_llm.semantic.verifier import en
+from enhanced_llm.semantic.verifier import en, en_rules, roles, zh_rules
 from enhanced_llm.semantic.verifier.analysis import Analysis, analyze, covered as _covered
 from enhanced_llm.semantic.verifier.evidence import _differing, cilin_available, content_difference
 from enhanced_llm.semantic.verifier.evidence import words_to_embed as _words_to_embed
 from enhanced_llm.semantic.verifier.synonyms import rival
 from enhanced_llm.semantic.verifier.zh import warm_up as zh_warm_up
-from enhanced_llm.semantic.verifier.zh import zh_antonym, zh_swapped
+from enhanced_llm.semantic.verifier.zh import zh_antonym, zh_swapped, zh_text_antonym
 
 __all__ = ["Verdict", "Verifier", "REASONS", "lexical_overlap", "differing_words", "words_to_embed"]
 
@@ -67,6 +67,8 @@ REASONS = (
     "ordinal_mismatch",
     "unit_mismatch",
     "date_mismatch",
+    "period_mismatch",
+    "measure_mismatch",
     "negation_mismatch",
     "antonym",
     "swapped_roles",
@@ -133,7 +135,7 @@ class Verifier:
                     return Verdict(False, "unrepresentable", f"coverage {info.coverage:.2f}")
                 if getattr(info, "truncated", False):
                     return Verdict(False, "truncated")
-        for rule in (_numbers, _ordinals, _units, _dates):
+        for rule in (_numbers, _ordinals, _units, _dates, _periods, _measures):
             verdict = rule(q, c, query_nlp, candidate_nlp)
             if verdict is not None:
                 return verdict
@@ -145,6 +147,9 @@ class Verifier:
             return Verdict(False, "antonym", f"{pair[0]} / {pair[1]}")
         if en._en_swapped(q, c) or (q.zh is not None and c.zh is not None and zh_swapped(q.zh, c.zh)):
             return Verdict(False, "swapped_roles")
+        swap = _order_swap(q, c)
+        if swap:
+            return Verdict(False, "swapped_roles", swap)
         ent = self._entity_difference(q, c, query_nlp, candidate_nlp)
         if ent:
             return Verdict(False, "entity_mismatch", ent)
@@ -195,6 +200,10 @@ def _numbers(q: Analysis, c: Analysis, q_nlp: Any, c_nlp: Any) -> Verdict | None
     # "2nd" and "second" name the same position: an ordinal in digits matches one in words.
     same_position = {f"{o:g}" for o in q.ordinals & c.ordinals}
     nq, nc = nq - same_position, nc - same_position
+    # 半小时 / 30分钟, "half an hour" / "30 minutes": the same amount in another unit.
+    amounts = {(k, v) for _, k, v in q.quantities} & {(k, v) for _, k, v in c.quantities}
+    nq = nq - {n for n, k, v in q.quantities if (k, v) in amounts}
+    nc = nc - {n for n, k, v in c.quantities if (k, v) in amounts}
     if nq != nc and _numbers_matter(q, c, nq, nc):
         return Verdict(False, "number_mismatch", f"{sorted(nq)} vs {sorted(nc)}")
     return None
@@ -206,17 +215,69 @@ def _ordinals(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
     return None
 
 
+_UNIT_SAME = {"平米": "平方米", "千克": "公斤", "千米": "公里", "星期": "周", "平方千米": "平方公里"}
+
+
 def _units(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
-    if q.units and c.units and not q.units & c.units:
+    uq, uc = {_UNIT_SAME.get(u, u) for u in q.units}, {_UNIT_SAME.get(u, u) for u in c.units}
+    if uq and uc and not uq & uc:
+        aq, ac = {(k, v) for _, k, v in q.quantities}, {(k, v) for _, k, v in c.quantities}
+        if aq and aq == ac:
+            return None  # the same amounts in other units (半年 / 六个月)
         return Verdict(False, "unit_mismatch", f"{sorted(q.units)} vs {sorted(c.units)}")
     return None
 
 
 def _dates(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
-    dq, dc = (q.zh.dates if q.zh else frozenset()), (c.zh.dates if c.zh else frozenset())
-    if dq and dc and dq != dc:
-        return Verdict(False, "date_mismatch", f"{sorted(dq)} vs {sorted(dc)}")
+    """Relative dates must match: both texts name them and they differ, or one text restricts the
+    question to a time the other does not name (next week, last year, tonight). The present
+    (today, this week, 今年, a bare 周末) is what a question means when it names no time."""
+    differ = q.times ^ c.times
+    if any(not (en_rules.present(t) or zh_rules.present(t)) for t in differ):
+        return Verdict(False, "date_mismatch", f"{sorted(q.times)} vs {sorted(c.times)}")
     return None
+
+
+def _periods(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
+    """Quarters, halves and fractions (Q1 / Q2, 上半年 / 下半年, a quarter / half a tank) must match."""
+    if q.periods and c.periods and q.periods != c.periods:
+        return Verdict(False, "period_mismatch", f"{sorted(q.periods)} vs {sorted(c.periods)}")
+    return None
+
+
+def _measures(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
+    """Two measure questions that ask for different dimensions (how heavy / how much does it cost,
+    多大 / 多远) are different questions about the same thing."""
+    if q.dims and c.dims and not q.dims & c.dims:
+        return Verdict(False, "measure_mismatch", f"{sorted(q.dims)} vs {sorted(c.dims)}")
+    return None
+
+
+def _split_part(w: str, q: Analysis, c: Analysis) -> bool:
+    """Is ``w`` half of a content word the role rule cut in two (员工 of 员工工资)?"""
+    return len(w) == 2 and any(len(u) == 4 and w in (u[:2], u[2:]) for u in (q.zh.content | c.zh.content))  # type: ignore[union-attr]
+
+
+def _order_swap(q: Analysis, c: Analysis) -> str:
+    """Two words that trade roles by word order (see :mod:`.roles`); "" when none do."""
+    if (q.zh is None) != (c.zh is None):
+        return ""
+    if q.zh is not None and c.zh is not None:
+        content = set(q.zh.content | c.zh.content | q.zh.entities | c.zh.entities)
+        content |= {w for w in q.order + c.order if w.isascii() and w.isalnum() or w not in content and _split_part(w, q, c)}
+        pair = roles.swapped_pair(q.order, c.order, content, drop=zh_rules.ORDER_DROP, symmetric=zh_rules.ORDER_SYMMETRIC,
+                                  passive=zh_rules.ORDER_PASSIVE, loose=zh_rules.ORDER_LOOSE)
+        conflict = roles.role_conflict(q.order, c.order, content, zh_rules.ROLE_CONFLICTS, drop=zh_rules.ORDER_DROP)
+    else:
+        content = {t for t in q.order if t in q.content or t.startswith("=")} | {t for t in c.order if t in c.content or t.startswith("=")}
+        pair = roles.swapped_pair(q.order, c.order, content, drop=en_rules.ORDER_DROP, symmetric=en_rules.ORDER_SYMMETRIC,
+                                  passive=en_rules.ORDER_PASSIVE, directed=en_rules.ORDER_DIRECTED)
+        conflict = roles.role_conflict(q.order, c.order, content, en_rules.ROLE_CONFLICTS, drop=en_rules.ORDER_DROP)
+    if pair:
+        return f"{pair[0]} / {pair[1]} in each other's place"
+    if conflict:
+        return f"{conflict[0]}: {conflict[1]} / {conflict[2]}"
+    return ""
 
 
 def _merge_numbers(numbers: tuple[str, ...], nlp: Any) -> frozenset[str]:
@@ -258,11 +319,16 @@ def _negation_difference(q: Analysis, c: Analysis, q_nlp: Any, c_nlp: Any) -> st
     if n_nlp and not n.neg_scopes and not n.implicit_neg:
         return "negated (nlp)"
     lessened = en._lessened(p)
+    replaced = None
     for scope in n.neg_scopes:
         if scope in lessened:  # "not as exact" / "less exact": the same comparison, not a contradiction
             continue
         if scope is None or scope in p.stem_set or scope in p.squashed:
             return f"negated {scope!r}"
+        if replaced is None:
+            replaced = bool(_differing(p, n)[0])
+        if not replaced:  # "non-alcoholic beer" / "beer": nothing in the other text says it another way
+            return f"negated {scope!r} (added)"
     return ""
 
 
@@ -291,7 +357,7 @@ def _antonym_pair(q: Analysis, c: Analysis) -> tuple[str, str] | None:
             for u in zc:
                 if rival(w, u):
                     return w, u
-        return zh_antonym(zq, zc)
+        return zh_antonym(zq, zc) or zh_text_antonym(q.zh.words, c.zh.words)
     return None
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from enhanced_llm.errors import MissingDependencyError
 
-__all__ = ["ZhFacts", "zh_facts", "zh_antonym", "zh_swapped", "CJK_RE", "to_simplified", "warm_up"]
+__all__ = ["ZhFacts", "zh_facts", "zh_antonym", "zh_swapped", "zh_text_antonym", "CJK_RE", "to_simplified", "warm_up"]
 
 CJK_RE = re.compile(r"[\u4e00-\u9fff]")
 
@@ -44,10 +44,11 @@ _MEASURE = frozenset("个只本次年月日天号岁元块米斤克两度倍人�
 _UNITS = (
     "公斤", "千克", "毫克", "克", "斤", "两", "吨", "公里", "千米", "英里", "厘米", "毫米", "米", "毫升", "升", "杯",
     "小时", "分钟", "秒", "天", "周", "星期", "个月", "月", "年", "岁", "平米", "平方米", "度", "元", "块", "美元",
-    "磅", "盎司", "英寸", "英尺", "加仑", "摄氏度", "华氏度",
+    "磅", "盎司", "英寸", "英尺", "加仑", "摄氏度", "华氏度", "亩", "公顷", "平方公里", "平方千米", "英亩",
 )
 _UNIT_RE = re.compile(r"(?:\d+(?:\.\d+)?|[零〇一二两三四五六七八九十百千万亿半]+)\s*(?:个)?(" + "|".join(_UNITS) + ")")
 _NEG_CHARS = "不没别未非无勿莫"
+_EVERY_RE = re.compile(r"每(?:个)?[天日月年周次人顿餐]")
 # Words with a numeral that count nothing.
 _NOT_NUMBERS = frozenset("十分 万一 一样 一起 一下 一直 一定 一般 统一 唯一 一切 一些 一点 一会 一边 一旦 一致 一共 第一时间".split())
 # Words that contain a negation character without negating.
@@ -229,6 +230,8 @@ def _numbers(cjk: str, words: list[tuple[str, str]], text: str) -> tuple[list[st
                 numbers.append(f"{value:g}")
     for m in re.finditer(r"第\s*(\d+)", text):
         ordinals.add(int(m.group(1)))
+    if _EVERY_RE.search(cjk):
+        weak.add("1")  # 每天 = 一天 (a rate): the same count as a lone 一 before a measure word
     return numbers, weak, ordinals
 
 
@@ -361,3 +364,33 @@ def _swapped_after_from(q: ZhFacts, c: ZhFacts) -> bool:
 
     nq, nc = names_after_from(q), names_after_from(c)
     return len(nq) >= 2 and len(nc) >= 2 and nq[:2] == nc[1::-1] and nq[0] != nq[1]
+
+
+_UNDO_NOT = frozenset("解决 解释 解答 解析 解读 解说 解脱 解放 解剖 解题 解梦 解渴 解馋 解闷 解暑 解酒 解毒 解围 解体 解散 解雇".split())
+
+
+def zh_text_antonym(q_words: tuple[str, ...], c_words: tuple[str, ...]) -> tuple[str, str] | None:
+    """Opposites however jieba cut the texts: a pair of the word table (two characters or more) with
+    one word in each text only (上传 / 下载 where jieba read 上 / 传到), and an undoing word (解绑,
+    解锁, 取消订阅) in one text where the other has what it undoes (绑定, 锁, 订阅)."""
+    tq, tc = "".join(q_words), "".join(c_words)
+    for a, opposites in _ANTONYM_TABLE.items():
+        if len(a) < 2 or a not in tq:
+            continue
+        for b in opposites:
+            if len(b) < 2 or b not in tc or b in tq:
+                continue
+            if a not in tc.replace(b, ""):  # 关注 inside 取消关注 is not 关注
+                return a, b
+    for this, other, other_text in ((q_words, c_words, tc), (c_words, q_words, tq)):
+        this_text = "".join(this)
+        for i, w in enumerate(this):
+            if len(w) == 2 and w[0] == "解" and w not in _UNDO_NOT:
+                done = next((u for u in other if u != w and u.startswith(w[1])), None)
+                if done and done not in this_text:
+                    return w, done  # 解绑 / 绑定
+            if w == "取消" and i + 1 < len(this):
+                target = this[i + 1]
+                if len(target) >= 2 and target in other_text and "取消" not in other_text:
+                    return w + target, target  # 取消订阅 / 订阅
+    return None
