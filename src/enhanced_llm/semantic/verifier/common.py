@@ -232,8 +232,9 @@ def _dates(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
     """Relative dates must match: both texts name them and they differ, or one text restricts the
     question to a time the other does not name (next week, last year, tonight). The present
     (today, this week, 今年, a bare 周末) is what a question means when it names no time."""
-    differ = q.times ^ c.times
-    if any(not (en_rules.present(t) or zh_rules.present(t)) for t in differ):
+    dq, dc = {t for t in q.times if t[-1].isdigit()}, {t for t in c.times if t[-1].isdigit()}
+    tq, tc = q.times - dq, c.times - dc  # times of day (night, morning) and bare spans (周末)
+    if any(not (en_rules.present(t) or zh_rules.present(t)) for t in dq ^ dc) or tq and tc and tq != tc:
         return Verdict(False, "date_mismatch", f"{sorted(q.times)} vs {sorted(c.times)}")
     return None
 

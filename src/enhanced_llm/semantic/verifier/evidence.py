@@ -44,10 +44,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from enhanced_llm.semantic.verifier import en
+from enhanced_llm.semantic.verifier import en, zh_rules
 from enhanced_llm.semantic.verifier.analysis import Analysis, covered
 from enhanced_llm.semantic.verifier.synonyms import same_meaning
-from enhanced_llm.semantic.verifier.zh import _MEASURE, CJK_RE
+from enhanced_llm.semantic.verifier.zh import _MEASURE, _NEG_CHARS, CJK_RE
 
 __all__ = ["Match", "cilin_available", "cilin_synonyms", "content_difference", "evidence", "words_to_embed"]
 
@@ -134,7 +134,10 @@ def _lexical(a: str, b: str) -> str:
         if long.startswith(short):
             return "prefix"  # 猫 / 猫咪, 治 / 治疗
         if long.endswith(short):
-            return ""  # 租 / 出租, 关注 / 取消关注: what is added in front qualifies the head (even where Cilin groups them)
+            front = long[: -len(short)]
+            if any(ch in _TURNING or ch in _NEG_CHARS for ch in front) or not cilin_synonyms(a, b):
+                return ""  # 租 / 出租, 关注 / 取消关注: what is added in front qualifies the head (even where Cilin groups them)
+            return "cilin"  # 雨天 / 下雨天
         if len(short) >= 2 and short[0] == long[0] and short[-1] == long[-1] and _subsequence(short, long):
             return "abbreviation"  # 炒蛋 / 炒鸡蛋, 珠峰 / 珠穆朗玛峰
         if cilin_synonyms(a, b):
@@ -202,6 +205,14 @@ def _counted(prefix: str) -> bool:
     return all(ch in _MEASURE or ch in "零〇一二两三四五六七八九十百千万亿几多每" for ch in prefix)
 
 
+def _same_amount_word(word: str, a: Analysis, other: Analysis) -> bool:
+    """Is ``word`` a unit (or a number and unit) of an amount both texts state alike (半小时 / 30分钟)?"""
+    if not a.quantities or {(k, v) for _, k, v in a.quantities} != {(k, v) for _, k, v in other.quantities}:
+        return False
+    core = word.lstrip("零〇一二两三四五六七八九十百千万亿半几多少个")
+    return core in zh_rules.UNIT_WORDS
+
+
 def _zh_chars(a: Analysis) -> str:
     return "".join(a.zh.words) if a.zh is not None else ""
 
@@ -232,6 +243,8 @@ def _differing(q: Analysis, c: Analysis) -> tuple[list[str], list[str]]:
                 continue  # the other text has it (as a word, or starting one: 猫 / 猫咪), not only ending one (斤 / 公斤)
             if other_chars and set(w) <= other_chars and len(w) > 1:
                 continue  # segmented differently (今天天气 / 今天 ... 天气)
+            if _same_amount_word(w, a, other):
+                continue  # 半小时 / 30分钟: the numbers rule found the same amount in another unit
             out[w] = None
         return list(out)
 
@@ -253,11 +266,21 @@ class Match:
         return f"{self.missing} without evidence ({self.only_q} vs {self.only_c})"
 
 
+# Chinese verbs that stop, undo or prevent what they are added to (取消 订阅, 停止 运行).
+# Characters that give a verb its direction (出租 / 租, 借出 / 借, 上传 / 传): an opposite pair's member.
+_TURNING = frozenset("出进入上下来去回开关起借还买卖收发增减升降加涨跌退停")
+_REVERSING = frozenset("取消 停止 撤销 撤回 退订 解除 禁止 防止 避免 拒绝 删除 关掉 关闭 不再 停用 放弃".split())
+
+
 def _weighty(word: str, a: Analysis) -> bool:
-    """Does adding ``word`` change what is asked: a verb or direction (Chinese, by jieba's tags:
-    取消 关注, 出租, 右 转) or a verb particle (rent out)? Nouns and adjectives add detail."""
+    """Does adding ``word`` change what is asked? A Chinese verb that reverses (取消 关注), a direction
+    or time word (右, 后), or a verb with a character of an opposite pair (出租: 出 / 进): jieba's
+    tags. Any other added verb says how the same thing is done (坐 地铁, 煎 牛排): detail, like nouns
+    and adjectives. English: a verb particle (rent out)."""
     if _is_cjk(word):
-        return a.zh is not None and word in a.zh.actions
+        if a.zh is None or word not in a.zh.actions:
+            return False
+        return word in _REVERSING or word not in a.zh.verbs or any(ch in _TURNING for ch in word)
     return word in _PARTICLES
 
 

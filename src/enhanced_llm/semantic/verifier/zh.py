@@ -72,7 +72,7 @@ _FUNCTION = frozenset(
     给 让 从 到 对 对于 关于 其 其中 之 而 而且 并 等 着 过 地 一下 嘛 哦 嗯 您 咱 啥 多少 几 多 如果 因为 所以 但是 但 用
     来 去 做 说 讲 告诉 介绍 解释 比较 哪里 哪儿 谁 时候 什么样 一些 有没有 是不是 能不能 可不可以 会不会 要不要 好不好
     呢 啦 嘞 吗 怎么办 怎么样 咋 咋办 最好 一般 通常 到底 究竟 还是 或者 以及 一个 一种 有些 这样 那样 方法 办法 做法 方式 意思 一共 总共 怎样才能 才能 才
-    麻烦 帮 帮我 帮忙 请教 劳驾 谢谢 想问 问问 想知道 知道 一下子 下 里 上 中""".split()
+    麻烦 帮 帮我 帮忙 请教 劳驾 谢谢 想问 问问 想知道 知道 一下子 下 里 上 中 是否""".split()
 )
 _DIRECTION_MARKERS = ("转换成", "转换为", "换算成", "换算为", "翻译成", "翻译为", "转成", "转为", "换成", "变成", "译成", "改成", "比", "到")
 _ANTONYM_WORDS = [
@@ -112,6 +112,7 @@ class ZhFacts:
     content: frozenset[str]
     content_words: tuple[str, ...]  # the content words in text order (of the statement form of A不A questions)
     actions: frozenset[str]  # content words jieba tags as verbs or directions (取消, 出租, 右): what is done, or where
+    verbs: frozenset[str]  # the actions jieba tags as verbs (not directions or times)
     numbers: tuple[str, ...]
     weak_numbers: frozenset[str]  # numbers from a lone 一 + measure word ("一天"): a count said on one side only
     ordinals: frozenset[int]
@@ -303,7 +304,8 @@ def zh_facts(text: str) -> ZhFacts | None:
     cjk = "".join(CJK_RE.findall(text))
     numbers, weak, ordinals = _numbers(cjk, tagged, text)
     units = {m.group(1) for m in _UNIT_RE.finditer(text)}
-    negated = _negated(cjk)
+    # 别 未 非 无 勿 莫 negate at the start of a word (别吃, 未满, 非会员, 无糖), not inside one (辨别, 鉴别).
+    negated = _negated("".join(w for w in words if w[0] in _NEG_CHARS or not any(ch in w for ch in "别未非无勿莫")))
     content = [
         w for w, flag in ((_unglue(w), f) for w, f in plain_tagged)
         if CJK_RE.search(w) and w not in _FUNCTION and w not in _NEG_CHARS
@@ -316,6 +318,7 @@ def zh_facts(text: str) -> ZhFacts | None:
         content=frozenset(content),
         content_words=tuple(dict.fromkeys(content)),
         actions=frozenset(u for u, flag in ((_unglue(w), f) for w, f in plain_tagged) if flag in _ACTION_FLAGS),
+        verbs=frozenset(u for u, flag in ((_unglue(w), f) for w, f in plain_tagged) if flag in ("v", "vd", "vg")),
         numbers=tuple(sorted(numbers)),
         weak_numbers=frozenset(weak),
         ordinals=frozenset(ordinals),

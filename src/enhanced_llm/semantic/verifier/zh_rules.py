@@ -141,6 +141,7 @@ def dimensions(text: str) -> frozenset[str]:
 _TIME_UNITS = {"秒": 1, "秒钟": 1, "分钟": 60, "小时": 3600, "钟头": 3600, "天": 86400, "日": 86400, "周": 604800,
                "星期": 604800, "个星期": 604800, "礼拜": 604800, "个月": 2592000, "月": 2592000, "年": 31104000,
                "公斤": 1000, "千克": 1000, "斤": 500, "克": 1, "公里": 1000, "千米": 1000, "米": 1}
+UNIT_WORDS = frozenset(_TIME_UNITS) | {"小时"}
 _KIND = {u: ("m" if u in ("公斤", "千克", "斤", "克") else "l" if u in ("公里", "千米", "米") else "t") for u in _TIME_UNITS}
 _QTY_RE = re.compile(rf"(\d+(?:\.\d+)?|[{_NUM}]+|半)(个)?(" + "|".join(sorted(_TIME_UNITS, key=len, reverse=True)) + ")(半)?")
 
