@@ -164,6 +164,8 @@ def quantities(words: tuple[str, ...], stems: tuple[str, ...]) -> frozenset[tupl
                 value = float(w.replace(",", ""))
             except ValueError:
                 continue
+        elif w in ("a", "an") and i and words[i - 1] in ("half", "quarter", "of"):
+            continue  # the "an" of "half an hour" counts no hour of its own
         elif w in en._EN_NUMBER_WORDS or w in _QTY_WORDS:
             value = float(_QTY_WORDS.get(w, en._EN_NUMBER_WORDS.get(w, 0)))
         if value is None or value == 0:

@@ -143,7 +143,7 @@ _TIME_UNITS = {"秒": 1, "秒钟": 1, "分钟": 60, "小时": 3600, "钟头": 36
                "公斤": 1000, "千克": 1000, "斤": 500, "克": 1, "公里": 1000, "千米": 1000, "米": 1}
 UNIT_WORDS = frozenset(_TIME_UNITS) | {"小时"}
 _KIND = {u: ("m" if u in ("公斤", "千克", "斤", "克") else "l" if u in ("公里", "千米", "米") else "t") for u in _TIME_UNITS}
-_QTY_RE = re.compile(rf"(\d+(?:\.\d+)?|[{_NUM}]+|半)(个)?(" + "|".join(sorted(_TIME_UNITS, key=len, reverse=True)) + ")(半)?")
+_QTY_RE = re.compile(rf"(\d+(?:\.\d+)?|[{_NUM}]+|半)(个)?(半)?(" + "|".join(sorted(_TIME_UNITS, key=len, reverse=True)) + ")(半)?")
 
 
 def quantities(text: str) -> frozenset[tuple[str, str, float]]:
@@ -151,7 +151,8 @@ def quantities(text: str) -> frozenset[tuple[str, str, float]]:
     半年 = 六个月, 一个半小时 = 5400 s. Kind "t" time, "m" mass, "l" length."""
     out: set[tuple[str, str, float]] = set()
     for m in _QTY_RE.finditer(text):
-        run, ge, unit, half = m.groups()
+        run, ge, mid_half, unit, half = m.groups()
+        half = half or mid_half  # 一个半小时, 三天半
         if ge and unit in ("月", "星期"):
             unit = "个" + unit
         value = 0.5 if run == "半" else _value(run)
