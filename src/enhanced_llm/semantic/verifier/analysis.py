@@ -51,7 +51,7 @@ class Analysis:
     times: frozenset[str]  # relative dates and times of day ("day+1", "weekend0", "year-1", "night")
     periods: frozenset[str]  # quarters, halves and fractions ("Q1", "H2", "1/4")
     dims: frozenset[str]  # what a measure question asks for ("weight", "price", "duration", ...)
-    quantities: frozenset[tuple[str, str, float]]  # (number, kind, amount in base units): 半小时 = 30 minutes
+    quantities: frozenset[tuple[tuple[str, ...], str, float]]  # (numbers, kind, amount in base units): 半小时 = 30 minutes
 
     @property
     def negated(self) -> bool:

@@ -135,7 +135,7 @@ class Verifier:
                     return Verdict(False, "unrepresentable", f"coverage {info.coverage:.2f}")
                 if getattr(info, "truncated", False):
                     return Verdict(False, "truncated")
-        for rule in (_numbers, _ordinals, _units, _dates, _periods, _measures):
+        for rule in (_numbers, _ordinals, _units, _amounts, _dates, _periods, _measures):
             verdict = rule(q, c, query_nlp, candidate_nlp)
             if verdict is not None:
                 return verdict
@@ -201,12 +201,31 @@ def _numbers(q: Analysis, c: Analysis, q_nlp: Any, c_nlp: Any) -> Verdict | None
     same_position = {f"{o:g}" for o in q.ordinals & c.ordinals}
     nq, nc = nq - same_position, nc - same_position
     # 半小时 / 30分钟, "half an hour" / "30 minutes": the same amount in another unit.
-    amounts = {(k, v) for _, k, v in q.quantities} & {(k, v) for _, k, v in c.quantities}
-    nq = nq - {n for n, k, v in q.quantities if (k, v) in amounts}
-    nc = nc - {n for n, k, v in c.quantities if (k, v) in amounts}
+    aq, ac = q.quantities, c.quantities
+    nq = nq - {n for ns, k, v in aq if any(_same_amount(k, v, x) for x in ac) for n in ns}
+    nc = nc - {n for ns, k, v in ac if any(_same_amount(k, v, x) for x in aq) for n in ns}
     if nq != nc and _numbers_matter(q, c, nq, nc):
         return Verdict(False, "number_mismatch", f"{sorted(nq)} vs {sorted(nc)}")
     return None
+
+
+def _amounts(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
+    """Amounts of one kind (time, mass, length) both texts state must be equal, whatever the words:
+    "half an hour" / "an hour", "a day" / "two days" (a count in words alone is tolerated above)."""
+    aq, ac = q.quantities, c.quantities
+    for kind in {k for _, k, _ in aq} & {k for _, k, _ in ac}:
+        vq, vc = {v for _, k, v in aq if k == kind}, {v for _, k, v in ac if k == kind}
+        if not all(any(_close(v, u) for u in vc) for v in vq) or not all(any(_close(v, u) for u in vq) for v in vc):
+            return Verdict(False, "number_mismatch", f"amounts {sorted(vq)} vs {sorted(vc)}")
+    return None
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(abs(a), abs(b))
+
+
+def _same_amount(kind: str, value: float, other: tuple[str, str, float]) -> bool:
+    return kind == other[1] and _close(value, other[2])
 
 
 def _ordinals(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
@@ -221,8 +240,7 @@ _UNIT_SAME = {"平米": "平方米", "千克": "公斤", "千米": "公里", "�
 def _units(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
     uq, uc = {_UNIT_SAME.get(u, u) for u in q.units}, {_UNIT_SAME.get(u, u) for u in c.units}
     if uq and uc and not uq & uc:
-        aq, ac = {(k, v) for _, k, v in q.quantities}, {(k, v) for _, k, v in c.quantities}
-        if aq and aq == ac:
+        if q.quantities and all(any(_same_amount(k, v, x) for x in c.quantities) for _, k, v in q.quantities):
             return None  # the same amounts in other units (半年 / 六个月)
         return Verdict(False, "unit_mismatch", f"{sorted(q.units)} vs {sorted(c.units)}")
     return None
@@ -234,9 +252,20 @@ def _dates(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
     (today, this week, 今年, a bare 周末) is what a question means when it names no time."""
     dq, dc = {t for t in q.times if t[-1].isdigit()}, {t for t in c.times if t[-1].isdigit()}
     tq, tc = q.times - dq, c.times - dc  # times of day (night, morning) and bare spans (周末)
-    if any(not (en_rules.present(t) or zh_rules.present(t)) for t in dq ^ dc) or tq and tc and tq != tc:
+    tq, tc = tq - {"weekend"}, tc - {"weekend"}
+    pq, pc = {t for t in dq if _present(t)}, {t for t in dc if _present(t)}
+    differ = (
+        dq - pq != dc - pc  # 今天 / 明天, next week / (no date)
+        or pq and pc and pq != pc  # this year / this month ("this Wednesday" / "Wednesday" is one day)
+        or tq != tc and (tq and tc or (dq | dc))  # 上午 / 下午; today / tonight (a day named, a time on one side)
+    )
+    if differ:
         return Verdict(False, "date_mismatch", f"{sorted(q.times)} vs {sorted(c.times)}")
     return None
+
+
+def _present(t: str) -> bool:
+    return en_rules.present(t) or zh_rules.present(t)
 
 
 def _periods(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
@@ -256,7 +285,7 @@ def _measures(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
 
 def _split_part(w: str, q: Analysis, c: Analysis) -> bool:
     """Is ``w`` half of a content word the role rule cut in two (员工 of 员工工资)?"""
-    return len(w) == 2 and any(len(u) == 4 and w in (u[:2], u[2:]) for u in (q.zh.content | c.zh.content))  # type: ignore[union-attr]
+    return any(w in (zh_rules.split_word(u) or ()) for u in (q.zh.content | c.zh.content))  # type: ignore[union-attr]
 
 
 def _order_swap(q: Analysis, c: Analysis) -> str:

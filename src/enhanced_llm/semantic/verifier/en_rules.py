@@ -33,6 +33,7 @@ _SPANS = {
     "wednesday": "wednesday", "thursday": "thursday", "friday": "friday", "saturday": "saturday", "sunday": "sunday",
 }
 _DAYS = {"today": ("day0",), "tonight": ("day0", "night"), "tomorrow": ("day+1",), "yesterday": ("day-1",)}
+_TIME_OF_DAY = {"morning": "morning", "afternoon": "afternoon", "evening": "night", "night": "night", "noon": "noon"}
 
 
 def relative_times(words: tuple[str, ...]) -> frozenset[str]:
@@ -49,6 +50,12 @@ def relative_times(words: tuple[str, ...]) -> frozenset[str]:
             continue
         if w in _DAYS:
             out.update(_DAYS[w])
+        elif w in _OFFSET and nxt in _TIME_OF_DAY and w in ("this", "current"):
+            out.update(("day0", _TIME_OF_DAY[nxt]))  # "this evening" = "tonight"
+            i += 2
+            continue
+        elif w in _TIME_OF_DAY and i and words[i - 1] in _DAYS:
+            out.add(_TIME_OF_DAY[w])  # "tomorrow morning"
         elif w in _OFFSET and nxt in _SPANS and not (w == "last" and i and words[i - 1] in ("the", "at")):
             # "this week", "next weekend", "last year" ("the last week of May" is a position, not a date)
             out.add(f"{_SPANS[nxt]}{_OFFSET[w]:+d}".replace("+0", "0"))
@@ -110,6 +117,7 @@ _UNIT_DIMS = {
     "price": "dollar euro pound cent buck",
 }
 _UNIT_DIM = {en._stem(u): d for d, units in _UNIT_DIMS.items() for u in units.split()}
+_AUX_TIME = frozenset("does do did will would should can could to has have until before after till".split())
 _PRICE_WORDS = frozenset(en._stem(w) for w in "cost price pay charge spend expensive cheap dollar money fee".split())
 
 
@@ -121,7 +129,9 @@ def dimensions(words: tuple[str, ...], stems: tuple[str, ...]) -> frozenset[str]
         nxt = words[i + 1] if i + 1 < n else ""
         if w != "how" or not nxt:
             continue
-        if nxt in _HOW:
+        if nxt == "long" and i + 2 < n and words[i + 2] in _AUX_TIME:
+            out.add("duration")  # how long does it take, how long to boil ("how long is the bridge": either)
+        elif nxt in _HOW:
             out |= _HOW[nxt]
         elif nxt in ("much", "many"):
             unit = next((_UNIT_DIM[s] for s in stems[i + 2 : i + 4] if s in _UNIT_DIM), None)
@@ -143,20 +153,23 @@ def dimensions(words: tuple[str, ...], stems: tuple[str, ...]) -> frozenset[str]
 
 
 _SECONDS = {
-    "second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2592000, "year": 31104000,
+    "second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800, "month": 2628000, "year": 31536000,
     "meter": 1, "metre": 1, "kilometer": 1000, "km": 1000, "centimeter": 0.01, "cm": 0.01, "millimeter": 0.001,
     "mm": 0.001, "gram": 1, "kilogram": 1000, "kg": 1000,
 }
 _BASE = {en._stem(u): v for u, v in _SECONDS.items()}
+UNIT_STEMS = frozenset(_BASE)
+#: Words that name a time of day or a relative day: no content difference between two texts that name the same time.
+TIME_WORDS = frozenset(_TIME_OF_DAY) | frozenset(_DAYS) | frozenset(_OFFSET)
 _UNIT_KIND = {en._stem(u): ("t" if v >= 1 and u in ("second", "minute", "hour", "day", "week", "month", "year") else
                             "m" if u in ("gram", "kilogram", "kg") else "l") for u, v in _SECONDS.items()}
 _QTY_WORDS = {"half": 0.5, "quarter": 0.25, "a": 1, "an": 1, "one": 1}
 
 
-def quantities(words: tuple[str, ...], stems: tuple[str, ...]) -> frozenset[tuple[str, str, float]]:
+def quantities(words: tuple[str, ...], stems: tuple[str, ...]) -> frozenset[tuple[tuple[str, ...], str, float]]:
     """(number as the numbers rule writes it, kind, amount in the base unit) for "3 hours", "half an
     hour", "thirty minutes", "a quarter of an hour"; kind "t" time, "l" length, "m" mass."""
-    out: set[tuple[str, str, float]] = set()
+    out: set[tuple[tuple[str, ...], str, float]] = set()
     for i, w in enumerate(words):
         value = None
         if w[:1].isdigit():
@@ -168,14 +181,14 @@ def quantities(words: tuple[str, ...], stems: tuple[str, ...]) -> frozenset[tupl
             continue  # the "an" of "half an hour" counts no hour of its own
         elif w in en._EN_NUMBER_WORDS or w in _QTY_WORDS:
             value = float(_QTY_WORDS.get(w, en._EN_NUMBER_WORDS.get(w, 0)))
-        if value is None or value == 0:
-            continue
+        if value is None or value == 0 or w.isdigit() and len(w) == 4:
+            continue  # nothing, or a calendar year
         j = i + 1
         while j < len(words) and j <= i + 3 and words[j] in ("a", "an", "of"):
             j += 1  # "half an hour", "a quarter of an hour"
         if j < len(words) and stems[j] in _BASE and (j == i + 1 or w in ("half", "quarter")):
-            number = f"{value:g}" if w not in ("a", "an", "one", "quarter") else ""
-            out.add((number, _UNIT_KIND[stems[j]], round(value * _BASE[stems[j]], 6)))
+            numbers = (f"{value:g}",) if w not in ("a", "an", "quarter") else ()
+            out.add((numbers, _UNIT_KIND[stems[j]], round(value * _BASE[stems[j]], 6)))
     return frozenset(out)
 
 

@@ -44,7 +44,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from enhanced_llm.semantic.verifier import en, zh_rules
+from enhanced_llm.semantic.verifier import en, en_rules, zh_rules
 from enhanced_llm.semantic.verifier.analysis import Analysis, covered
 from enhanced_llm.semantic.verifier.synonyms import same_meaning
 from enhanced_llm.semantic.verifier.zh import _MEASURE, _NEG_CHARS, CJK_RE
@@ -206,11 +206,15 @@ def _counted(prefix: str) -> bool:
 
 
 def _same_amount_word(word: str, a: Analysis, other: Analysis) -> bool:
-    """Is ``word`` a unit (or a number and unit) of an amount both texts state alike (半小时 / 30分钟)?"""
+    """Is ``word`` a unit (or a number and unit) of an amount both texts state alike (半小时 / 30分钟,
+    "a year" / "12 months"), or a time word of a time both texts name alike ("tonight" / "this evening")?"""
+    if a.times and a.times == other.times and (en_rules.relative_times((word,)) or word in en_rules.TIME_WORDS
+                                               or zh_rules.relative_times(word)):
+        return True
     if not a.quantities or {(k, v) for _, k, v in a.quantities} != {(k, v) for _, k, v in other.quantities}:
         return False
     core = word.lstrip("零〇一二两三四五六七八九十百千万亿半几多少个")
-    return core in zh_rules.UNIT_WORDS
+    return core in zh_rules.UNIT_WORDS or en._stem(word) in en_rules.UNIT_STEMS
 
 
 def _zh_chars(a: Analysis) -> str:
@@ -222,6 +226,8 @@ def _differing(q: Analysis, c: Analysis) -> tuple[list[str], list[str]]:
     def english(a: Analysis, other: Analysis) -> list[str]:
         out: dict[str, None] = {}
         for i, (w, st) in enumerate(zip(a.words, a.stems)):
+            if st in a.content and (a.times or a.quantities) and _same_amount_word(w, a, other):
+                continue  # "a year" / "12 months", "tonight" / "this evening"
             if st in a.content and w not in en._EN_NEG and not w.startswith(en._NEG_HYPHEN_PREFIXES) and not covered(w, other):
                 out[w] = None
             elif _is_particle(a.words, i) and w not in other.word_set and a.words[i - 1] + w not in other.squashed:

@@ -118,7 +118,7 @@ _DIMS = [
     (r"多高|高度|身高|海拔", ("height",)),
     (r"多宽|宽度", ("width",)),
     (r"多快|速度|时速|多少迈", ("speed",)),
-    (r"多大年纪|几岁|多少岁|年龄|岁数", ("age",)),
+    (r"多大年纪|几岁|多少岁|年龄|岁数|多老|多古老|多少年历史", ("age",)),
     (r"多大", ("size", "age")),
     (r"面积|多少平|多少亩|多少平方", ("size",)),
     (r"多深|深度", ("depth",)),
@@ -139,27 +139,29 @@ def dimensions(text: str) -> frozenset[str]:
 
 
 _TIME_UNITS = {"秒": 1, "秒钟": 1, "分钟": 60, "小时": 3600, "钟头": 3600, "天": 86400, "日": 86400, "周": 604800,
-               "星期": 604800, "个星期": 604800, "礼拜": 604800, "个月": 2592000, "月": 2592000, "年": 31104000,
+               "星期": 604800, "个星期": 604800, "礼拜": 604800, "个月": 2628000, "月": 2628000, "年": 31536000,
                "公斤": 1000, "千克": 1000, "斤": 500, "克": 1, "公里": 1000, "千米": 1000, "米": 1}
 UNIT_WORDS = frozenset(_TIME_UNITS) | {"小时"}
 _KIND = {u: ("m" if u in ("公斤", "千克", "斤", "克") else "l" if u in ("公里", "千米", "米") else "t") for u in _TIME_UNITS}
 _QTY_RE = re.compile(rf"(\d+(?:\.\d+)?|[{_NUM}]+|半)(个)?(半)?(" + "|".join(sorted(_TIME_UNITS, key=len, reverse=True)) + ")(半)?")
 
 
-def quantities(text: str) -> frozenset[tuple[str, str, float]]:
-    """(number as the numbers rule writes it, kind, amount in the base unit): 半小时 = 30分钟 = 1800 s,
+def quantities(text: str) -> frozenset[tuple[tuple[str, ...], str, float]]:
+    """(numbers as the numbers rule writes them, kind, amount in the base unit): 半小时 = 30分钟 = 1800 s,
     半年 = 六个月, 一个半小时 = 5400 s. Kind "t" time, "m" mass, "l" length."""
-    out: set[tuple[str, str, float]] = set()
+    out: set[tuple[tuple[str, ...], str, float]] = set()
     for m in _QTY_RE.finditer(text):
         run, ge, mid_half, unit, half = m.groups()
         half = half or mid_half  # 一个半小时, 三天半
         if ge and unit in ("月", "星期"):
             unit = "个" + unit
+        if unit == "年" and len(run) == 4 and not ge:
+            continue  # 2008年: a calendar year, not an amount
         value = 0.5 if run == "半" else _value(run)
-        number = "" if run == "一" else f"{value:g}"
+        numbers = ("1" if run == "一" else f"{value:g}",) + (("0.5",) if half else ())
         if half:
             value += 0.5
-        out.add((number, _KIND[unit], round(value * _TIME_UNITS[unit], 6)))
+        out.add((numbers, _KIND[unit], round(value * _TIME_UNITS[unit], 6)))
     return frozenset(out)
 
 
@@ -171,13 +173,26 @@ def order_tokens(words: tuple[str, ...]) -> tuple[str, ...]:
     """jieba's words in order, modal verbs and conjunctions written one way (可以 = 能, 跟 = 和), a
     compound of two dictionary words cut in two (员工工资 -> 员工 工资: the 员工 of 拖欠员工工资)."""
     out: list[str] = []
-    freq = _dictionary()
     for w in words:
-        if len(w) == 4 and freq.get(w[:2], 0) >= 1000 and freq.get(w[2:], 0) >= 1000:
-            out += [w[:2], w[2:]]
-        else:
-            out.append(_ORDER_NORM.get(w, w))
+        parts = split_word(w)
+        out += parts if parts else [_ORDER_NORM.get(w, w)]
     return tuple(out)
+
+
+_GLUED_MARKERS = frozenset("兑比到给对向从把被")
+
+
+def split_word(w: str) -> list[str] | None:
+    """A word jieba glued together from two words (员工工资 -> 员工 工资) or from a word and a relation
+    marker (美元兑 -> 美元 兑); None for any other word."""
+    freq = _dictionary()
+    if len(w) == 4 and freq.get(w[:2], 0) >= 1000 and freq.get(w[2:], 0) >= 1000:
+        return [w[:2], w[2:]]
+    if len(w) >= 3 and w[-1] in _GLUED_MARKERS and freq.get(w[:-1], 0) >= 1000:
+        return [w[:-1], w[-1]]
+    if len(w) >= 3 and w[0] in _GLUED_MARKERS and freq.get(w[1:], 0) >= 1000 and freq.get(w, 0) < 1000:
+        return [w[0], w[1:]]
+    return None
 
 
 ORDER_DROP = frozenset("了 着 过 啊 吧 呢 吗 呀 么 请问 请 一下 ， , 、 ？ ? 。".split())
