@@ -45,7 +45,8 @@ def verdict(cached: str, query: str):
         ("Can a landlord sue a tenant for damages?", "Can a tenant sue a landlord for damages?", "swapped_roles"),
         # periods and fractions
         ("What were Apple's Q1 earnings?", "What were Apple's Q3 earnings?", None),
-        ("How far can a car go on a quarter of a tank?", "How far can a car go on half a tank?", "period_mismatch"),
+        ("How far can a car go on a quarter of a tank?", "How far can a car go on half a tank?", None),
+        ("How much flour is in 1/3 cup?", "How much flour is in 1/4 cup?", "number_mismatch"),
         ("Is a quarter of an hour enough for a nap?", "Is half an hour enough for a nap?", None),
         ("Is half an hour of exercise enough?", "Is an hour of exercise enough?", "number_mismatch"),  # amounts
         ("Can I take a day off for this?", "Can I take two days off for this?", "number_mismatch"),
@@ -83,6 +84,8 @@ def test_english_closed_classes_and_roles_refuse(a, b, reason):
         ("用蜂蜜代替白糖可以吗", "用白糖代替蜂蜜可以吗", "swapped_roles"),
         ("跑步半小时能消耗多少热量", "跑步一小时能消耗多少热量", "number_mismatch"),
         ("快递到上海要多久", "快递到上海要多少钱", "measure_mismatch"),
+        ("前三季度的营收是多少", "第三季度的营收是多少", None),
+        ("身高180厘米体重多少公斤合适", "身高180厘米体重多少斤合适", None),
         ("这周末杭州会下雨吗", "下周末杭州会下雨吗", "date_mismatch"),
         ("上个月的工资什么时候发", "这个月的工资什么时候发", "date_mismatch"),
         ("今年春节是几号", "明年春节是几号", "date_mismatch"),
@@ -130,6 +133,8 @@ def test_chinese_closed_classes_and_roles_refuse(a, b, reason):
         ("Isn't it bad to run right after eating?", "Is it bad to run right after eating?"),
         ("How many hours of sleep does a toddler need?", "How much sleep does a toddler need?"),
         ("What's on TV tonight?", "What's on TV this evening?"),
+        ("How much flour is in 1/3 cup?", "How much flour is in one third of a cup?"),
+        ("How far is London from Paris?", "How far is Paris from London?"),  # a distance reads either way
         ("Is a year of practice enough to learn piano?", "Is 12 months of practice enough to learn piano?"),
         ("Is it safe to give ibuprofen to a dog?", "Is it safe to give a dog ibuprofen?"),
         ("What is the distance from Paris to Lyon?", "What's the distance to Lyon from Paris?"),
@@ -159,6 +164,9 @@ def test_english_reorderings_and_equal_values_pass(a, b):
         ("乘坐地铁可以带宠物吗", "坐地铁能带宠物吗"),  # an added verb says how, not what
         ("怎样辨别真假茶叶", "如何分辨茶叶的真假"),  # 别 inside 辨别 negates nothing
         ("今晚吃什么", "今天晚上吃什么"),
+        ("房子有多大", "房子多少平"),
+        ("快递要多久", "快递要几天"),
+        ("上海离北京多远", "北京离上海多远"),
         ("一个半小时的电影", "90分钟的电影"),
         ("这周三开会吗", "周三开会吗"),
         ("去上海坐高铁还是坐飞机好", "坐飞机还是坐高铁去上海好"),

@@ -58,6 +58,8 @@ class Analysis:
         return bool(self.neg_scopes) or self.implicit_neg or bool(self.zh and self.zh.negated)
 
 
+_DIGIT_FRACTION_RE = re.compile(r"(?<![\d/])(\d)/(\d{1,2})(?![\d/])")
+
 _cache: LRUCache[str, tuple[Analysis, int]] = LRUCache(maxsize=ANALYSIS_CACHE_BYTES, getsizeof=lambda item: item[1])
 _lock = threading.Lock()
 
@@ -133,6 +135,11 @@ def _analyze(text: str) -> Analysis:
     if any(w == "one" and i + 1 < len(words) and (stems[i + 1] in en._UNIT_STEMS or _counted_noun(words, i + 1))
            for i, w in enumerate(words)):
         numbers.append("1")  # "one day", "one cup" is a quantity even though "one" alone is usually a pronoun
+    for m in _DIGIT_FRACTION_RE.finditer(text):  # "1/3 cup" is the fraction "a third", not the numbers 1 and 3
+        for part in m.groups():
+            if part in numbers:
+                numbers.remove(part)
+        numbers.append(_fraction_value(f"{m.group(1)}/{m.group(2)}"))
     zh_text = zh_rules.mask_fractions(text) if "分之" in text else text
     zh = zh_facts(zh_text)
     times, periods = en_rules.relative_times(tuple(words)), en_rules.periods(tuple(words))
@@ -151,7 +158,8 @@ def _analyze(text: str) -> Analysis:
         dims |= zh_rules.dimensions(text)
         quantities |= zh_rules.quantities(text)
         order = zh_rules.order_tokens(zh.words)
-        numbers += [p for p in zh_rules.periods(text) if "/" in p]
+
+    numbers += [_fraction_value(p) for p in periods if "/" in p]  # "a third" = "1/3" = 三分之一
     entities -= {n for n in entities if en._NUM_RE.fullmatch(n)}
     neg_scopes, implicit_neg = en._negation_scopes(text, words, stems)
     initialisms = set()
@@ -189,6 +197,12 @@ def _analyze(text: str) -> Analysis:
     )
 
 
+def _fraction_value(frac: str) -> str:
+    """"1/3" as the numbers rule writes a number ("0.333333"): the same as "a third" or "三分之一"."""
+    a, b = frac.split("/")
+    return f"{float(a) / float(b):g}" if float(b) else frac
+
+
 def _hyphen_number(word: str) -> float | None:
     """The number a hyphenated word spells ("thirty-five" = 35) or starts with ("ten-year-old" = 10)."""
     parts = word.split("-")
@@ -203,7 +217,8 @@ def _hyphen_number(word: str) -> float | None:
 def _counted_noun(words: list[str], i: int) -> bool:
     """Is ``words[i]`` a noun a preceding "one" counts ("one cup", not "one of", "which one is")?"""
     w = words[i]
-    return w.isalpha() and w not in en._STOP and w not in en._EN_NEG and not w.endswith("n't")
+    return (w.isalpha() and w not in en._STOP and w not in en._EN_NEG and not w.endswith("n't")
+            and w not in en._EN_ORDINALS and not w.startswith(("half", "quarter", "third")))
 
 
 def covered(word: str, other: Analysis) -> bool:

@@ -145,11 +145,12 @@ class Verifier:
         pair = _antonym_pair(q, c)
         if pair:
             return Verdict(False, "antonym", f"{pair[0]} / {pair[1]}")
-        if en._en_swapped(q, c) or (q.zh is not None and c.zh is not None and zh_swapped(q.zh, c.zh)):
-            return Verdict(False, "swapped_roles")
-        swap = _order_swap(q, c)
-        if swap:
-            return Verdict(False, "swapped_roles", swap)
+        if not _distance_only(q, c):  # how far is A from B = how far is B from A
+            if en._en_swapped(q, c) or (q.zh is not None and c.zh is not None and zh_swapped(q.zh, c.zh)):
+                return Verdict(False, "swapped_roles")
+            swap = _order_swap(q, c)
+            if swap:
+                return Verdict(False, "swapped_roles", swap)
         ent = self._entity_difference(q, c, query_nlp, candidate_nlp)
         if ent:
             return Verdict(False, "entity_mismatch", ent)
@@ -281,6 +282,14 @@ def _measures(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
     if q.dims and c.dims and not q.dims & c.dims:
         return Verdict(False, "measure_mismatch", f"{sorted(q.dims)} vs {sorted(c.dims)}")
     return None
+
+
+_DISTANCE_WORDS = ("far", "distance", "远", "距离")
+
+
+def _distance_only(q: Analysis, c: Analysis) -> bool:
+    """Do both texts ask only for a distance (symmetric: A to B is B to A), not a time or a price?"""
+    return q.dims == c.dims == {"length"} and all(any(w in a.norm for w in _DISTANCE_WORDS) for a in (q, c))
 
 
 def _split_part(w: str, q: Analysis, c: Analysis) -> bool:

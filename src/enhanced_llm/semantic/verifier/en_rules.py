@@ -73,6 +73,7 @@ def present(token: str) -> bool:
 _FRACTIONS = {"half": "1/2", "halves": "1/2", "quarter": "1/4", "quarters": "1/4", "third": "1/3", "thirds": "1/3"}
 _PERIOD_ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "1st": 1, "2nd": 2, "3rd": 3, "4th": 4}
 _Q_RE = re.compile(r"q([1-4])")
+_FRACTION_RE = re.compile(r"(\d)/(\d{1,2})")
 _H_RE = re.compile(r"h([12])")
 _COUNT = {"one": 1, "a": 1, "an": 1, "two": 2, "three": 3}
 
@@ -83,7 +84,11 @@ def periods(words: tuple[str, ...]) -> frozenset[str]:
     out: set[str] = set()
     for i, w in enumerate(words):
         prev = words[i - 1] if i else ""
-        if m := _Q_RE.fullmatch(w):
+        if "-" in w and w.split("-", 1)[0] in ("half", "quarter"):
+            w = w.split("-", 1)[0]  # "half-hour", "quarter-pound"
+        if m := _FRACTION_RE.fullmatch(w):
+            out.add(f"{int(m.group(1))}/{int(m.group(2))}")  # 1/4 cup
+        elif m := _Q_RE.fullmatch(w):
             out.add(f"Q{m.group(1)}")
         elif (m := _H_RE.fullmatch(w)) and i + 1 < len(words) and words[i + 1][:1].isdigit():
             out.add(f"H{m.group(1)}")  # "H1 2024" (not "h1" the HTML heading)
@@ -149,6 +154,17 @@ def dimensions(words: tuple[str, ...], stems: tuple[str, ...]) -> frozenset[str]
         for i, w in enumerate(words):
             if w in _NOUNS and any(x in ("what", "whats") for x in words[max(0, i - 4) : i]):
                 out.add(_NOUNS[w])
+    return frozenset(out)
+
+
+def word_dims(word: str) -> frozenset[str]:
+    """The dimension a word of a measure question names ("long", "minutes", "distance", "weigh")."""
+    stem = en._stem(word)
+    out = set(_HOW.get(word, ())) | ({_UNIT_DIM[stem]} if stem in _UNIT_DIM else set())
+    if word in _NOUNS:
+        out.add(_NOUNS[word])
+    if stem == "weigh":
+        out.add("weight")
     return frozenset(out)
 
 

