@@ -17,13 +17,24 @@ Rules, in order (each rejection has its own reason string):
                      ("two steps" / "the steps", "一天" / "每天") is tolerated, digits never.
 ``ordinal_mismatch`` both texts name positions and they differ (second / third, 第一 / 第二).
 ``unit_mismatch``    both texts measure something and share no unit (days / weeks, 公斤 / 斤).
-``date_mismatch``    both texts name relative dates and they differ (今天 / 明天, 周六 / 周日).
+                     Amounts of time, mass or length both texts state must be equal in any unit
+                     ("half an hour" / "an hour" differ; 半小时 / 30分钟, "a year" / "12 months" agree).
+``date_mismatch``    relative dates and times of day must match (:mod:`.en_rules`, :mod:`.zh_rules`):
+                     today / tomorrow / tonight, this / next / last week, 这周末 / 下周末, 今年 / 去年,
+                     上午 / 下午; a date on one side only rejects unless it is the present (today,
+                     this week, 这周三 / 周三).
+``period_mismatch``  quarters, halves and fractions differ (Q1 / Q3, 上半年 / 下半年, quarter / half).
+``measure_mismatch`` both texts ask a measure of different dimensions (how heavy / how much does it
+                     cost, 多大 / 多远, how long does it take / how far).
 ``negation_mismatch`` one text negates what the other asserts (English cues with a scope;
                      Chinese 不 没 没有 别 未 非 无, not 别人 / 无锡 / 能不能).
 ``antonym``          one text uses a word whose opposite the other uses (tables, un-/dis-,
                      -ful/-less; Chinese words, or one opposite character in the same place).
 ``swapped_roles``    two content words trade places across a direction word ("X to Y",
-                     "X than Y", A比B, 从A到B, 把A换成B).
+                     "X than Y", A比B, 从A到B, 把A换成B), or around the same relation in any
+                     language (:mod:`.roles`: "Does A cause B" / "Does B cause A", "A's B" / "B's A",
+                     A的B / B的A, 狗咬猫 / 猫咬狗), or one word follows opposite prepositions (to / from,
+                     给 / 向). Moved phrases, symmetric relations (and, or, 和) and the passive keep roles.
 ``entity_mismatch``  each text names something the other does not (proper nouns, acronyms,
                      identifiers, code spans; Chinese people, places, organisations by jieba POS).
 ``content_mismatch`` one word was swapped for another in an otherwise identical question
