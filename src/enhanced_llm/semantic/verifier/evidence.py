@@ -284,7 +284,10 @@ class Match:
 # Chinese verbs that stop, undo or prevent what they are added to (取消 订阅, 停止 运行).
 # Characters that give a verb its direction (出租 / 租, 借出 / 借, 上传 / 传): an opposite pair's member.
 _TURNING = frozenset("出进入上下来去回开关起借还买卖收发增减升降加涨跌退停")
-_REVERSING = frozenset("取消 停止 撤销 撤回 退订 解除 禁止 防止 避免 拒绝 删除 关掉 关闭 不再 停用 放弃".split())
+_REVERSING = frozenset(
+    """取消 停止 撤销 撤回 退订 解除 禁止 防止 避免 拒绝 删除 关掉 关闭 不再 停用 放弃 注销 卸载 删掉 清除 清空
+    屏蔽 拉黑 冻结 解冻 取关 退货 退款 暂停 中止 终止 戒 戒掉 减少 降低 恢复 修改 更换 转让 出售""".split()
+)
 
 
 def _weighty(word: str, a: Analysis) -> bool:
