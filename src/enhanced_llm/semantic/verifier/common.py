@@ -303,18 +303,14 @@ def _distance_only(q: Analysis, c: Analysis) -> bool:
     return q.dims == c.dims == {"length"} and all(any(w in a.norm for w in _DISTANCE_WORDS) for a in (q, c))
 
 
-def _split_part(w: str, q: Analysis, c: Analysis) -> bool:
-    """Is ``w`` half of a content word the role rule cut in two (员工 of 员工工资)?"""
-    return any(w in (zh_rules.split_word(u) or ()) for u in (q.zh.content | c.zh.content))  # type: ignore[union-attr]
-
-
 def _order_swap(q: Analysis, c: Analysis) -> str:
     """Two words that trade roles by word order (see :mod:`.roles`); "" when none do."""
     if (q.zh is None) != (c.zh is None):
         return ""
     if q.zh is not None and c.zh is not None:
         content = set(q.zh.content | c.zh.content | q.zh.entities | c.zh.entities)
-        content |= {w for w in q.order + c.order if w.isascii() and w.isalnum() or w not in content and _split_part(w, q, c)}
+        parts = {p for u in content for p in (zh_rules.split_word(u) or ())}  # 员工 of 员工工资
+        content |= parts | {w for w in q.order + c.order if w.isascii() and w.isalnum()}
         pair = roles.swapped_pair(q.order, c.order, content, drop=zh_rules.ORDER_DROP, symmetric=zh_rules.ORDER_SYMMETRIC,
                                   passive=zh_rules.ORDER_PASSIVE, loose=zh_rules.ORDER_LOOSE)
         conflict = roles.role_conflict(q.order, c.order, content, zh_rules.ROLE_CONFLICTS, drop=zh_rules.ORDER_DROP)

@@ -369,6 +369,7 @@ def _swapped_after_from(q: ZhFacts, c: ZhFacts) -> bool:
     return len(nq) >= 2 and len(nc) >= 2 and nq[:2] == nc[1::-1] and nq[0] != nq[1]
 
 
+_LONG_ANTONYMS = [(a, {b for b in bs if len(b) >= 2}) for a, bs in _ANTONYM_TABLE.items() if len(a) >= 2]
 _UNDO_NOT = frozenset("解决 解释 解答 解析 解读 解说 解脱 解放 解剖 解题 解梦 解渴 解馋 解闷 解暑 解酒 解毒 解围 解体 解散 解雇".split())
 
 
@@ -377,11 +378,11 @@ def zh_text_antonym(q_words: tuple[str, ...], c_words: tuple[str, ...]) -> tuple
     one word in each text only (上传 / 下载 where jieba read 上 / 传到), and an undoing word (解绑,
     解锁, 取消订阅) in one text where the other has what it undoes (绑定, 锁, 订阅)."""
     tq, tc = "".join(q_words), "".join(c_words)
-    for a, opposites in _ANTONYM_TABLE.items():
-        if len(a) < 2 or a not in tq:
+    for a, opposites in _LONG_ANTONYMS:
+        if a not in tq:
             continue
         for b in opposites:
-            if len(b) < 2 or b not in tc or b in tq:
+            if b not in tc or b in tq:
                 continue
             if a not in tc.replace(b, ""):  # 关注 inside 取消关注 is not 关注
                 return a, b

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from enhanced_llm.semantic.verifier.zh import _dictionary, numeral_value
 
@@ -184,23 +185,24 @@ def order_tokens(words: tuple[str, ...]) -> tuple[str, ...]:
     out: list[str] = []
     for w in words:
         parts = split_word(w)
-        out += parts if parts else [_ORDER_NORM.get(w, w)]
+        out += list(parts) if parts else [_ORDER_NORM.get(w, w)]
     return tuple(out)
 
 
 _GLUED_MARKERS = frozenset("兑比到给对向从把被")
 
 
-def split_word(w: str) -> list[str] | None:
+@lru_cache(maxsize=16384)
+def split_word(w: str) -> tuple[str, ...] | None:
     """A word jieba glued together from two words (员工工资 -> 员工 工资) or from a word and a relation
     marker (美元兑 -> 美元 兑); None for any other word."""
     freq = _dictionary()
     if len(w) == 4 and freq.get(w[:2], 0) >= 1000 and freq.get(w[2:], 0) >= 1000:
-        return [w[:2], w[2:]]
+        return (w[:2], w[2:])
     if len(w) >= 3 and w[-1] in _GLUED_MARKERS and freq.get(w[:-1], 0) >= 1000:
-        return [w[:-1], w[-1]]
+        return (w[:-1], w[-1])
     if len(w) >= 3 and w[0] in _GLUED_MARKERS and freq.get(w[1:], 0) >= 1000 and freq.get(w, 0) < 1000:
-        return [w[0], w[1:]]
+        return (w[0], w[1:])
     return None
 
 
