@@ -207,3 +207,12 @@ def test_swapped_pair_needs_the_same_relation_between():
     assert roles.swapped_pair(("a", "beat", "b"), ("b", "by", "beat", "a"), content, passive={"by"}) is None
     assert roles.swapped_pair(("x", "a", "b"), ("a", "b", "x"), content) is None  # a moved block
     assert roles.role_conflict(("to", "a", "from", "b"), ("from", "a", "to", "b"), content, {("to", "from")})
+
+
+def test_numbers_from_an_nlp_analysis_are_compared():
+    """NLP results with numbers reach the numbers rule (they raised NameError before)."""
+    from types import SimpleNamespace
+
+    three, five = (SimpleNamespace(numbers=[n], entities=[], negations=[]) for n in ("3", "5"))
+    v = Verifier().verify("How do I bake a cake?", "How do I bake a cake today?", three, five)
+    assert not v.accepted and v.reason == "number_mismatch", v

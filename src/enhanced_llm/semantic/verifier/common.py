@@ -55,7 +55,6 @@ what the rules extract. Typical cost: 20-100 µs per pair (per-text analysis is 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -329,7 +328,7 @@ def _order_swap(q: Analysis, c: Analysis) -> str:
 def _merge_numbers(numbers: tuple[str, ...], nlp: Any) -> frozenset[str]:
     out = set(numbers)
     for n in getattr(nlp, "numbers", None) or ():
-        out.add(_canon_number(str(n)))
+        out.add(en._canon_number(str(n)))
     return frozenset(out)
 
 

@@ -77,7 +77,7 @@ def present(token: str) -> bool:
 
 
 _FRACTION_RE = re.compile(rf"([{_NUM}\d]+)分之([{_NUM}\d]+)")
-_QUARTER_RE = re.compile(rf"(?:第)?([一二三四1-4])季度|[Qq]([1-4])(?![0-9])")
+_QUARTER_RE = re.compile(r"(?:第)?([一二三四1-4])季度|[Qq]([1-4])(?![0-9])")
 _HALF_YEAR = {"上半年": "H1", "前半年": "H1", "下半年": "H2", "后半年": "H2", "上半场": "half1", "下半场": "half2",
               "上半月": "halfmonth1", "下半月": "halfmonth2"}
 _HALF_RE = re.compile("|".join(_HALF_YEAR))
