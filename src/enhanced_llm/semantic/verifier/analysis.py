@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-from enhanced_llm.semantic.verifier import en
+from enhanced_llm.semantic.verifier import en, en_rules, zh_rules
 from enhanced_llm.semantic.verifier.zh import CJK_RE, ZhFacts, to_simplified, zh_facts
 
 __all__ = ["Analysis", "analyze", "cache_usage", "covered", "set_cache_bytes"]
@@ -47,11 +47,18 @@ class Analysis:
     neg_scopes: tuple[str | None, ...]  # per explicit negation cue: stem of the word it negates (None: unknown)
     implicit_neg: bool  # a word that negates by meaning ("absence", "avoid", "non-...")
     zh: ZhFacts | None  # the Chinese part, when there is one
+    order: tuple[str, ...]  # tokens in text order for the role rule (English stems with "'s"; jieba's words)
+    times: frozenset[str]  # relative dates and times of day ("day+1", "weekend0", "year-1", "night")
+    periods: frozenset[str]  # quarters, halves and fractions ("Q1", "H2", "1/4")
+    dims: frozenset[str]  # what a measure question asks for ("weight", "price", "duration", ...)
+    quantities: frozenset[tuple[tuple[str, ...], str, float]]  # (numbers, kind, amount in base units): 半小时 = 30 minutes
 
     @property
     def negated(self) -> bool:
         return bool(self.neg_scopes) or self.implicit_neg or bool(self.zh and self.zh.negated)
 
+
+_DIGIT_FRACTION_RE = re.compile(r"(?<![\d/])(\d)/(\d{1,2})(?![\d/])")
 
 _cache: LRUCache[str, tuple[Analysis, int]] = LRUCache(maxsize=ANALYSIS_CACHE_BYTES, getsizeof=lambda item: item[1])
 _lock = threading.Lock()
@@ -109,16 +116,35 @@ def _analyze(text: str) -> Analysis:
     numbers = [en._canon_number(m.group()) for m in en._NUM_RE.finditer(num_text)]
     digit_numbers = bool(numbers)
     for i, w in enumerate(words):
+        if "-" in w and w not in en._EN_NUMBER_WORDS:  # "thirty-five", "ten-year-old"
+            value = _hyphen_number(w)
+            if value is not None:
+                pct = i + 1 < len(words) and words[i + 1] in ("percent", "per cent")
+                numbers.append(f"{value:g}" + ("%" if pct else ""))
+            continue
         if w in en._EN_NUMBER_WORDS and w not in en._EN_WEAK_NUMBER_WORDS:
+            if i + 1 < len(words) and words[i + 1] == "percent":
+                numbers.append(f"{en._EN_NUMBER_WORDS[w]:g}%")
+                continue
             # "several thousand", "hundreds": a magnitude word alone is a vague amount, not a number.
             if w in en._EN_MAGNITUDES and not (i and (words[i - 1] in en._EN_NUMBER_WORDS or words[i - 1][:1].isdigit())):
                 continue
             numbers.append(f"{en._EN_NUMBER_WORDS[w]:g}")
     stems = tuple(en._stem(w) for w in words)
     ordinals, units = en._ordinals(words), en._units(words, stems)
-    if any(w == "one" and i + 1 < len(words) and stems[i + 1] in en._UNIT_STEMS for i, w in enumerate(words)):
-        numbers.append("1")  # "one day" is a quantity even though "one" alone is usually a pronoun
-    zh = zh_facts(text)
+    if any(w == "one" and i + 1 < len(words) and (stems[i + 1] in en._UNIT_STEMS or _counted_noun(words, i + 1))
+           for i, w in enumerate(words)):
+        numbers.append("1")  # "one day", "one cup" is a quantity even though "one" alone is usually a pronoun
+    for m in _DIGIT_FRACTION_RE.finditer(text):  # "1/3 cup" is the fraction "a third", not the numbers 1 and 3
+        for part in m.groups():
+            if part in numbers:
+                numbers.remove(part)
+        numbers.append(_fraction_value(f"{m.group(1)}/{m.group(2)}"))
+    zh_text = zh_rules.mask_fractions(text) if "分之" in text else text
+    zh = zh_facts(zh_text)
+    times, periods = en_rules.relative_times(tuple(words)), en_rules.periods(tuple(words))
+    dims, quantities = en_rules.dimensions(tuple(words), stems), en_rules.quantities(tuple(words), stems)
+    order = en_rules.order_tokens(text)
     weak: frozenset[str] = frozenset()
     if zh is not None:
         numbers += zh.numbers
@@ -127,6 +153,13 @@ def _analyze(text: str) -> Analysis:
         units |= zh.units
         weak = zh.weak_numbers
         entities |= {e.lower() for e in zh.entities}
+        times |= zh_rules.relative_times(text)
+        periods |= zh_rules.periods(text)
+        dims |= zh_rules.dimensions(text)
+        quantities |= zh_rules.quantities(text)
+        order = zh_rules.order_tokens(zh.words)
+
+    numbers += [_fraction_value(p) for p in periods if "/" in p]  # "a third" = "1/3" = 三分之一
     entities -= {n for n in entities if en._NUM_RE.fullmatch(n)}
     neg_scopes, implicit_neg = en._negation_scopes(text, words, stems)
     initialisms = set()
@@ -148,14 +181,44 @@ def _analyze(text: str) -> Analysis:
         stems=stems,
         stem_set=frozenset(stems),
         content=frozenset(
-            st for w, st in zip(words, stems) if w not in en._STOP and not w[:1].isdigit() and w not in en._EN_NUMBER_WORDS
+            st for w, st in zip(words, stems)
+            if w not in en._STOP and not w[:1].isdigit() and w not in en._EN_NUMBER_WORDS and not w.endswith("n't")
         ),
         squashed=re.sub(r"[^0-9a-z]+", "", norm),
         initialisms=frozenset(initialisms),
         neg_scopes=neg_scopes,
         implicit_neg=implicit_neg,
         zh=zh,
+        order=order,
+        times=times,
+        periods=periods,
+        dims=dims,
+        quantities=quantities,
     )
+
+
+def _fraction_value(frac: str) -> str:
+    """"1/3" as the numbers rule writes a number ("0.333333"): the same as "a third" or "三分之一"."""
+    a, b = frac.split("/")
+    return f"{float(a) / float(b):g}" if float(b) else frac
+
+
+def _hyphen_number(word: str) -> float | None:
+    """The number a hyphenated word spells ("thirty-five" = 35) or starts with ("ten-year-old" = 10)."""
+    parts = word.split("-")
+    vals = [en._EN_NUMBER_WORDS.get(p) for p in parts]
+    if vals[0] is None or parts[0] in en._EN_WEAK_NUMBER_WORDS:
+        return None
+    if len(vals) >= 2 and vals[1] is not None and vals[0] >= 20 and vals[1] < 10:
+        return float(vals[0] + vals[1])
+    return float(vals[0])
+
+
+def _counted_noun(words: list[str], i: int) -> bool:
+    """Is ``words[i]`` a noun a preceding "one" counts ("one cup", not "one of", "which one is")?"""
+    w = words[i]
+    return (w.isalpha() and w not in en._STOP and w not in en._EN_NEG and not w.endswith("n't")
+            and w not in en._EN_ORDINALS and not w.startswith(("half", "quarter", "third")))
 
 
 def covered(word: str, other: Analysis) -> bool:

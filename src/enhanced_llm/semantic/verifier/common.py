@@ -17,13 +17,24 @@ Rules, in order (each rejection has its own reason string):
                      ("two steps" / "the steps", "一天" / "每天") is tolerated, digits never.
 ``ordinal_mismatch`` both texts name positions and they differ (second / third, 第一 / 第二).
 ``unit_mismatch``    both texts measure something and share no unit (days / weeks, 公斤 / 斤).
-``date_mismatch``    both texts name relative dates and they differ (今天 / 明天, 周六 / 周日).
+                     Amounts of time, mass or length both texts state must be equal in any unit
+                     ("half an hour" / "an hour" differ; 半小时 / 30分钟, "a year" / "12 months" agree).
+``date_mismatch``    relative dates and times of day must match (:mod:`.en_rules`, :mod:`.zh_rules`):
+                     today / tomorrow / tonight, this / next / last week, 这周末 / 下周末, 今年 / 去年,
+                     上午 / 下午; a date on one side only rejects unless it is the present (today,
+                     this week, 这周三 / 周三).
+``period_mismatch``  quarters, halves and fractions differ (Q1 / Q3, 上半年 / 下半年, quarter / half).
+``measure_mismatch`` both texts ask a measure of different dimensions (how heavy / how much does it
+                     cost, 多大 / 多远, how long does it take / how far).
 ``negation_mismatch`` one text negates what the other asserts (English cues with a scope;
                      Chinese 不 没 没有 别 未 非 无, not 别人 / 无锡 / 能不能).
 ``antonym``          one text uses a word whose opposite the other uses (tables, un-/dis-,
                      -ful/-less; Chinese words, or one opposite character in the same place).
 ``swapped_roles``    two content words trade places across a direction word ("X to Y",
-                     "X than Y", A比B, 从A到B, 把A换成B).
+                     "X than Y", A比B, 从A到B, 把A换成B), or around the same relation in any
+                     language (:mod:`.roles`: "Does A cause B" / "Does B cause A", "A's B" / "B's A",
+                     A的B / B的A, 狗咬猫 / 猫咬狗), or one word follows opposite prepositions (to / from,
+                     给 / 向). Moved phrases, symmetric relations (and, or, 和) and the passive keep roles.
 ``entity_mismatch``  each text names something the other does not (proper nouns, acronyms,
                      identifiers, code spans; Chinese people, places, organisations by jieba POS).
 ``content_mismatch`` one word was swapped for another in an otherwise identical question
@@ -44,17 +55,16 @@ what the rules extract. Typical cost: 20-100 µs per pair (per-text analysis is 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from enhanced_llm.semantic.verifier import en
+from enhanced_llm.semantic.verifier import en, en_rules, roles, zh_rules
 from enhanced_llm.semantic.verifier.analysis import Analysis, analyze, covered as _covered
 from enhanced_llm.semantic.verifier.evidence import _differing, cilin_available, content_difference
 from enhanced_llm.semantic.verifier.evidence import words_to_embed as _words_to_embed
 from enhanced_llm.semantic.verifier.synonyms import rival
 from enhanced_llm.semantic.verifier.zh import warm_up as zh_warm_up
-from enhanced_llm.semantic.verifier.zh import zh_antonym, zh_swapped
+from enhanced_llm.semantic.verifier.zh import zh_antonym, zh_swapped, zh_text_antonym
 
 __all__ = ["Verdict", "Verifier", "REASONS", "lexical_overlap", "differing_words", "words_to_embed"]
 
@@ -67,6 +77,8 @@ REASONS = (
     "ordinal_mismatch",
     "unit_mismatch",
     "date_mismatch",
+    "period_mismatch",
+    "measure_mismatch",
     "negation_mismatch",
     "antonym",
     "swapped_roles",
@@ -133,7 +145,7 @@ class Verifier:
                     return Verdict(False, "unrepresentable", f"coverage {info.coverage:.2f}")
                 if getattr(info, "truncated", False):
                     return Verdict(False, "truncated")
-        for rule in (_numbers, _ordinals, _units, _dates):
+        for rule in (_numbers, _ordinals, _units, _amounts, _dates, _periods, _measures):
             verdict = rule(q, c, query_nlp, candidate_nlp)
             if verdict is not None:
                 return verdict
@@ -143,8 +155,12 @@ class Verifier:
         pair = _antonym_pair(q, c)
         if pair:
             return Verdict(False, "antonym", f"{pair[0]} / {pair[1]}")
-        if en._en_swapped(q, c) or (q.zh is not None and c.zh is not None and zh_swapped(q.zh, c.zh)):
-            return Verdict(False, "swapped_roles")
+        if not _distance_only(q, c):  # how far is A from B = how far is B from A
+            if en._en_swapped(q, c) or (q.zh is not None and c.zh is not None and zh_swapped(q.zh, c.zh)):
+                return Verdict(False, "swapped_roles")
+            swap = _order_swap(q, c)
+            if swap:
+                return Verdict(False, "swapped_roles", swap)
         ent = self._entity_difference(q, c, query_nlp, candidate_nlp)
         if ent:
             return Verdict(False, "entity_mismatch", ent)
@@ -195,9 +211,32 @@ def _numbers(q: Analysis, c: Analysis, q_nlp: Any, c_nlp: Any) -> Verdict | None
     # "2nd" and "second" name the same position: an ordinal in digits matches one in words.
     same_position = {f"{o:g}" for o in q.ordinals & c.ordinals}
     nq, nc = nq - same_position, nc - same_position
+    # 半小时 / 30分钟, "half an hour" / "30 minutes": the same amount in another unit.
+    aq, ac = q.quantities, c.quantities
+    nq = nq - {n for ns, k, v in aq if any(_same_amount(k, v, x) for x in ac) for n in ns}
+    nc = nc - {n for ns, k, v in ac if any(_same_amount(k, v, x) for x in aq) for n in ns}
     if nq != nc and _numbers_matter(q, c, nq, nc):
         return Verdict(False, "number_mismatch", f"{sorted(nq)} vs {sorted(nc)}")
     return None
+
+
+def _amounts(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
+    """Amounts of one kind (time, mass, length) both texts state must be equal, whatever the words:
+    "half an hour" / "an hour", "a day" / "two days" (a count in words alone is tolerated above)."""
+    aq, ac = q.quantities, c.quantities
+    for kind in {k for _, k, _ in aq} & {k for _, k, _ in ac}:
+        vq, vc = {v for _, k, v in aq if k == kind}, {v for _, k, v in ac if k == kind}
+        if not all(any(_close(v, u) for u in vc) for v in vq) or not all(any(_close(v, u) for u in vq) for v in vc):
+            return Verdict(False, "number_mismatch", f"amounts {sorted(vq)} vs {sorted(vc)}")
+    return None
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(abs(a), abs(b))
+
+
+def _same_amount(kind: str, value: float, other: tuple[str, str, float]) -> bool:
+    return kind == other[1] and _close(value, other[2])
 
 
 def _ordinals(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
@@ -206,23 +245,90 @@ def _ordinals(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
     return None
 
 
+_UNIT_SAME = {"平米": "平方米", "千克": "公斤", "千米": "公里", "星期": "周", "平方千米": "平方公里"}
+
+
 def _units(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
-    if q.units and c.units and not q.units & c.units:
+    uq, uc = {_UNIT_SAME.get(u, u) for u in q.units}, {_UNIT_SAME.get(u, u) for u in c.units}
+    if uq and uc and not uq & uc:
+        if q.quantities and all(any(_same_amount(k, v, x) for x in c.quantities) for _, k, v in q.quantities):
+            return None  # the same amounts in other units (半年 / 六个月)
         return Verdict(False, "unit_mismatch", f"{sorted(q.units)} vs {sorted(c.units)}")
     return None
 
 
 def _dates(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
-    dq, dc = (q.zh.dates if q.zh else frozenset()), (c.zh.dates if c.zh else frozenset())
-    if dq and dc and dq != dc:
-        return Verdict(False, "date_mismatch", f"{sorted(dq)} vs {sorted(dc)}")
+    """Relative dates must match: both texts name them and they differ, or one text restricts the
+    question to a time the other does not name (next week, last year, tonight). The present
+    (today, this week, 今年, a bare 周末) is what a question means when it names no time."""
+    dq, dc = {t for t in q.times if t[-1].isdigit()}, {t for t in c.times if t[-1].isdigit()}
+    tq, tc = q.times - dq, c.times - dc  # times of day (night, morning) and bare spans (周末)
+    tq, tc = tq - {"weekend"}, tc - {"weekend"}
+    pq, pc = {t for t in dq if _present(t)}, {t for t in dc if _present(t)}
+    differ = (
+        dq - pq != dc - pc  # 今天 / 明天, next week / (no date)
+        or pq and pc and pq != pc  # this year / this month ("this Wednesday" / "Wednesday" is one day)
+        or tq != tc and (tq and tc or (dq | dc))  # 上午 / 下午; today / tonight (a day named, a time on one side)
+    )
+    if differ:
+        return Verdict(False, "date_mismatch", f"{sorted(q.times)} vs {sorted(c.times)}")
     return None
+
+
+def _present(t: str) -> bool:
+    return en_rules.present(t) or zh_rules.present(t)
+
+
+def _periods(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
+    """Quarters, halves and fractions (Q1 / Q2, 上半年 / 下半年, a quarter / half a tank) must match."""
+    if q.periods and c.periods and q.periods != c.periods:
+        return Verdict(False, "period_mismatch", f"{sorted(q.periods)} vs {sorted(c.periods)}")
+    return None
+
+
+def _measures(q: Analysis, c: Analysis, *_: Any) -> Verdict | None:
+    """Two measure questions that ask for different dimensions (how heavy / how much does it cost,
+    多大 / 多远) are different questions about the same thing."""
+    if q.dims and c.dims and not q.dims & c.dims:
+        return Verdict(False, "measure_mismatch", f"{sorted(q.dims)} vs {sorted(c.dims)}")
+    return None
+
+
+_DISTANCE_WORDS = ("far", "distance", "远", "距离")
+
+
+def _distance_only(q: Analysis, c: Analysis) -> bool:
+    """Do both texts ask only for a distance (symmetric: A to B is B to A), not a time or a price?"""
+    return q.dims == c.dims == {"length"} and all(any(w in a.norm for w in _DISTANCE_WORDS) for a in (q, c))
+
+
+def _order_swap(q: Analysis, c: Analysis) -> str:
+    """Two words that trade roles by word order (see :mod:`.roles`); "" when none do."""
+    if (q.zh is None) != (c.zh is None):
+        return ""
+    if q.zh is not None and c.zh is not None:
+        content = set(q.zh.content | c.zh.content | q.zh.entities | c.zh.entities)
+        parts = {p for u in content for p in (zh_rules.split_word(u) or ())}  # 员工 of 员工工资
+        content |= parts | {w for w in q.order + c.order if w.isascii() and w.isalnum()}
+        pair = roles.swapped_pair(q.order, c.order, content, drop=zh_rules.ORDER_DROP, symmetric=zh_rules.ORDER_SYMMETRIC,
+                                  passive=zh_rules.ORDER_PASSIVE, loose=zh_rules.ORDER_LOOSE)
+        conflict = roles.role_conflict(q.order, c.order, content, zh_rules.ROLE_CONFLICTS, drop=zh_rules.ORDER_DROP)
+    else:
+        content = {t for t in q.order if t in q.content or t.startswith("=")} | {t for t in c.order if t in c.content or t.startswith("=")}
+        pair = roles.swapped_pair(q.order, c.order, content, drop=en_rules.ORDER_DROP, symmetric=en_rules.ORDER_SYMMETRIC,
+                                  passive=en_rules.ORDER_PASSIVE, directed=en_rules.ORDER_DIRECTED)
+        conflict = roles.role_conflict(q.order, c.order, content, en_rules.ROLE_CONFLICTS, drop=en_rules.ORDER_DROP)
+    if pair:
+        return f"{pair[0]} / {pair[1]} in each other's place"
+    if conflict:
+        return f"{conflict[0]}: {conflict[1]} / {conflict[2]}"
+    return ""
 
 
 def _merge_numbers(numbers: tuple[str, ...], nlp: Any) -> frozenset[str]:
     out = set(numbers)
     for n in getattr(nlp, "numbers", None) or ():
-        out.add(_canon_number(str(n)))
+        out.add(en._canon_number(str(n)))
     return frozenset(out)
 
 
@@ -258,11 +364,16 @@ def _negation_difference(q: Analysis, c: Analysis, q_nlp: Any, c_nlp: Any) -> st
     if n_nlp and not n.neg_scopes and not n.implicit_neg:
         return "negated (nlp)"
     lessened = en._lessened(p)
+    replaced = None
     for scope in n.neg_scopes:
         if scope in lessened:  # "not as exact" / "less exact": the same comparison, not a contradiction
             continue
         if scope is None or scope in p.stem_set or scope in p.squashed:
             return f"negated {scope!r}"
+        if replaced is None:
+            replaced = bool(_differing(p, n)[0])
+        if not replaced:  # "non-alcoholic beer" / "beer": nothing in the other text says it another way
+            return f"negated {scope!r} (added)"
     return ""
 
 
@@ -291,7 +402,7 @@ def _antonym_pair(q: Analysis, c: Analysis) -> tuple[str, str] | None:
             for u in zc:
                 if rival(w, u):
                     return w, u
-        return zh_antonym(zq, zc)
+        return zh_antonym(zq, zc) or zh_text_antonym(q.zh.words, c.zh.words)
     return None
 
 

@@ -206,6 +206,8 @@ def _negation_scopes(text: str, words: list[str], stems: tuple[str, ...]) -> tup
             continue
         if not (w in _EN_NEG or w.endswith("n't")):
             continue
+        if i == 0 and w.endswith("n't"):
+            continue  # "Isn't it dangerous ...?" asks what "Is it dangerous ...?" asks
         if w in ("no", "nope") and skip_no:
             skip_no -= 1
             continue

@@ -44,10 +44,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from enhanced_llm.semantic.verifier import en
+from enhanced_llm.semantic.verifier import en, en_rules, zh_rules
 from enhanced_llm.semantic.verifier.analysis import Analysis, covered
 from enhanced_llm.semantic.verifier.synonyms import same_meaning
-from enhanced_llm.semantic.verifier.zh import _MEASURE, CJK_RE
+from enhanced_llm.semantic.verifier.zh import _MEASURE, _NEG_CHARS, CJK_RE
+from enhanced_llm.semantic.verifier.zh import _UNITS as _ZH_UNITS
 
 __all__ = ["Match", "cilin_available", "cilin_synonyms", "content_difference", "evidence", "words_to_embed"]
 
@@ -134,7 +135,10 @@ def _lexical(a: str, b: str) -> str:
         if long.startswith(short):
             return "prefix"  # 猫 / 猫咪, 治 / 治疗
         if long.endswith(short):
-            return ""  # 租 / 出租, 关注 / 取消关注: what is added in front qualifies the head (even where Cilin groups them)
+            front = long[: -len(short)]
+            if any(ch in _TURNING or ch in _NEG_CHARS for ch in front) or not cilin_synonyms(a, b):
+                return ""  # 租 / 出租, 关注 / 取消关注: what is added in front qualifies the head (even where Cilin groups them)
+            return "cilin"  # 雨天 / 下雨天
         if len(short) >= 2 and short[0] == long[0] and short[-1] == long[-1] and _subsequence(short, long):
             return "abbreviation"  # 炒蛋 / 炒鸡蛋, 珠峰 / 珠穆朗玛峰
         if cilin_synonyms(a, b):
@@ -202,6 +206,26 @@ def _counted(prefix: str) -> bool:
     return all(ch in _MEASURE or ch in "零〇一二两三四五六七八九十百千万亿几多每" for ch in prefix)
 
 
+def _same_amount_word(word: str, a: Analysis, other: Analysis) -> bool:
+    """Is ``word`` a unit (or a number and unit) of an amount both texts state alike (半小时 / 30分钟,
+    "a year" / "12 months"), or a time word of a time both texts name alike ("tonight" / "this evening")?"""
+    if a.times and a.times == other.times and (en_rules.relative_times((word,)) or word in en_rules.TIME_WORDS
+                                               or zh_rules.relative_times(word)):
+        return True
+    if a.dims & other.dims and (zh_rules.word_dims(word) or en_rules.word_dims(word)) & a.dims & other.dims:
+        if not (_unit_of(word) and any(_unit_of(u) for u in _all_words(other))):
+            return True  # 多大 / 多少平, 多久 / 几天: the same measure asked in other words (but 公斤 / 斤 differ)
+    if not a.quantities or {(k, v) for _, k, v in a.quantities} != {(k, v) for _, k, v in other.quantities}:
+        return False
+    core = word.lstrip("零〇一二两三四五六七八九十百千万亿半几多少个")
+    return core in zh_rules.UNIT_WORDS or en._stem(word) in en_rules.UNIT_STEMS
+
+
+def _unit_of(word: str) -> bool:
+    """Is ``word`` a unit of measure (公斤, 斤 of 多少斤, minutes)?"""
+    return word.lstrip("几多少个") in _ZH_UNITS or en._stem(word) in en._UNIT_STEMS
+
+
 def _zh_chars(a: Analysis) -> str:
     return "".join(a.zh.words) if a.zh is not None else ""
 
@@ -211,6 +235,8 @@ def _differing(q: Analysis, c: Analysis) -> tuple[list[str], list[str]]:
     def english(a: Analysis, other: Analysis) -> list[str]:
         out: dict[str, None] = {}
         for i, (w, st) in enumerate(zip(a.words, a.stems)):
+            if st in a.content and (a.times or a.quantities or a.dims) and _same_amount_word(w, a, other):
+                continue  # "a year" / "12 months", "tonight" / "this evening"
             if st in a.content and w not in en._EN_NEG and not w.startswith(en._NEG_HYPHEN_PREFIXES) and not covered(w, other):
                 out[w] = None
             elif _is_particle(a.words, i) and w not in other.word_set and a.words[i - 1] + w not in other.squashed:
@@ -232,6 +258,8 @@ def _differing(q: Analysis, c: Analysis) -> tuple[list[str], list[str]]:
                 continue  # the other text has it (as a word, or starting one: 猫 / 猫咪), not only ending one (斤 / 公斤)
             if other_chars and set(w) <= other_chars and len(w) > 1:
                 continue  # segmented differently (今天天气 / 今天 ... 天气)
+            if _same_amount_word(w, a, other):
+                continue  # 半小时 / 30分钟: the numbers rule found the same amount in another unit
             out[w] = None
         return list(out)
 
@@ -253,11 +281,24 @@ class Match:
         return f"{self.missing} without evidence ({self.only_q} vs {self.only_c})"
 
 
+# Chinese verbs that stop, undo or prevent what they are added to (取消 订阅, 停止 运行).
+# Characters that give a verb its direction (出租 / 租, 借出 / 借, 上传 / 传): an opposite pair's member.
+_TURNING = frozenset("出进入上下来去回开关起借还买卖收发增减升降加涨跌退停")
+_REVERSING = frozenset(
+    """取消 停止 撤销 撤回 退订 解除 禁止 防止 避免 拒绝 删除 关掉 关闭 不再 停用 放弃 注销 卸载 删掉 清除 清空
+    屏蔽 拉黑 冻结 解冻 取关 退货 退款 暂停 中止 终止 戒 戒掉 减少 降低 恢复 修改 更换 转让 出售""".split()
+)
+
+
 def _weighty(word: str, a: Analysis) -> bool:
-    """Does adding ``word`` change what is asked: a verb or direction (Chinese, by jieba's tags:
-    取消 关注, 出租, 右 转) or a verb particle (rent out)? Nouns and adjectives add detail."""
+    """Does adding ``word`` change what is asked? A Chinese verb that reverses (取消 关注), a direction
+    or time word (右, 后), or a verb with a character of an opposite pair (出租: 出 / 进): jieba's
+    tags. Any other added verb says how the same thing is done (坐 地铁, 煎 牛排): detail, like nouns
+    and adjectives. English: a verb particle (rent out)."""
     if _is_cjk(word):
-        return a.zh is not None and word in a.zh.actions
+        if a.zh is None or word not in a.zh.actions:
+            return False
+        return word in _REVERSING or word not in a.zh.verbs or any(ch in _TURNING for ch in word)
     return word in _PARTICLES
 
 

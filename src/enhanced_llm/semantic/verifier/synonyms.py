@@ -19,11 +19,15 @@ _GROUPS = [
     "autumn fall", "rubbish trash garbage", "shop store", "author writer", "colour color",
     "tall height high", "old age", "cost price expensive", "heavy weight", "long length", "wide width",
     "deep depth", "big size large", "fast speed quick", "far distance", "hot temperature", "population people",
+    "ft feet foot", "tsp teaspoon", "tbsp tablespoon", "km kilometer kilometre", "lb lbs pound", "oz ounce",
+    "kg kilogram", "cm centimeter centimetre", "mm millimeter millimetre", "symptom sign", "lower reduce decrease",
     # Chinese
     "番茄 西红柿", "土豆 马铃薯 洋芋", "电脑 计算机", "手机 移动电话", "照片 相片 图片", "截图 截屏",
     "修改 更改", "提高 提升", "预防 防止", "孩子 小孩 儿童", "猫 猫咪", "狗 狗狗", "冬天 冬季", "夏天 夏季",
     "春天 春季", "秋天 秋季", "早上 早晨", "美元 美金", "开车 驾车", "医生 大夫", "喜欢 爱", "查看 查询",
     "汽车 车子", "做法 方法", "多久 多长时间", "号 日", "等于 是",
+    "远 距离", "高 高度", "重 重量", "长 长度", "宽 宽度", "快 速度", "深 深度", "贵 价格 价钱",  # 多远 = 距离是多少
+    "原因 怎么回事", "处理 解决 怎么办", "干 做",
 ]
 _TABLE: dict[str, frozenset[str]] = {}
 for _group in _GROUPS:

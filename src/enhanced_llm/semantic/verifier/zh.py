@@ -30,7 +30,7 @@ from typing import Any
 
 from enhanced_llm.errors import MissingDependencyError
 
-__all__ = ["ZhFacts", "zh_facts", "zh_antonym", "zh_swapped", "CJK_RE", "to_simplified", "warm_up"]
+__all__ = ["ZhFacts", "zh_facts", "zh_antonym", "zh_swapped", "zh_text_antonym", "CJK_RE", "to_simplified", "warm_up"]
 
 CJK_RE = re.compile(r"[\u4e00-\u9fff]")
 
@@ -44,10 +44,11 @@ _MEASURE = frozenset("个只本次年月日天号岁元块米斤克两度倍人�
 _UNITS = (
     "公斤", "千克", "毫克", "克", "斤", "两", "吨", "公里", "千米", "英里", "厘米", "毫米", "米", "毫升", "升", "杯",
     "小时", "分钟", "秒", "天", "周", "星期", "个月", "月", "年", "岁", "平米", "平方米", "度", "元", "块", "美元",
-    "磅", "盎司", "英寸", "英尺", "加仑", "摄氏度", "华氏度",
+    "磅", "盎司", "英寸", "英尺", "加仑", "摄氏度", "华氏度", "亩", "公顷", "平方公里", "平方千米", "英亩",
 )
 _UNIT_RE = re.compile(r"(?:\d+(?:\.\d+)?|[零〇一二两三四五六七八九十百千万亿半]+)\s*(?:个)?(" + "|".join(_UNITS) + ")")
 _NEG_CHARS = "不没别未非无勿莫"
+_EVERY_RE = re.compile(r"每(?:个)?[天日月年周次人顿餐]")
 # Words with a numeral that count nothing.
 _NOT_NUMBERS = frozenset("十分 万一 一样 一起 一下 一直 一定 一般 统一 唯一 一切 一些 一点 一会 一边 一旦 一致 一共 第一时间".split())
 # Words that contain a negation character without negating.
@@ -71,7 +72,7 @@ _FUNCTION = frozenset(
     给 让 从 到 对 对于 关于 其 其中 之 而 而且 并 等 着 过 地 一下 嘛 哦 嗯 您 咱 啥 多少 几 多 如果 因为 所以 但是 但 用
     来 去 做 说 讲 告诉 介绍 解释 比较 哪里 哪儿 谁 时候 什么样 一些 有没有 是不是 能不能 可不可以 会不会 要不要 好不好
     呢 啦 嘞 吗 怎么办 怎么样 咋 咋办 最好 一般 通常 到底 究竟 还是 或者 以及 一个 一种 有些 这样 那样 方法 办法 做法 方式 意思 一共 总共 怎样才能 才能 才
-    麻烦 帮 帮我 帮忙 请教 劳驾 谢谢 想问 问问 想知道 知道 一下子 下 里 上 中""".split()
+    麻烦 帮 帮我 帮忙 请教 劳驾 谢谢 想问 问问 想知道 知道 一下子 下 里 上 中 是否""".split()
 )
 _DIRECTION_MARKERS = ("转换成", "转换为", "换算成", "换算为", "翻译成", "翻译为", "转成", "转为", "换成", "变成", "译成", "改成", "比", "到")
 _ANTONYM_WORDS = [
@@ -111,6 +112,7 @@ class ZhFacts:
     content: frozenset[str]
     content_words: tuple[str, ...]  # the content words in text order (of the statement form of A不A questions)
     actions: frozenset[str]  # content words jieba tags as verbs or directions (取消, 出租, 右): what is done, or where
+    verbs: frozenset[str]  # the actions jieba tags as verbs (not directions or times)
     numbers: tuple[str, ...]
     weak_numbers: frozenset[str]  # numbers from a lone 一 + measure word ("一天"): a count said on one side only
     ordinals: frozenset[int]
@@ -229,6 +231,8 @@ def _numbers(cjk: str, words: list[tuple[str, str]], text: str) -> tuple[list[st
                 numbers.append(f"{value:g}")
     for m in re.finditer(r"第\s*(\d+)", text):
         ordinals.add(int(m.group(1)))
+    if _EVERY_RE.search(cjk):
+        weak.add("1")  # 每天 = 一天 (a rate): the same count as a lone 一 before a measure word
     return numbers, weak, ordinals
 
 
@@ -300,7 +304,8 @@ def zh_facts(text: str) -> ZhFacts | None:
     cjk = "".join(CJK_RE.findall(text))
     numbers, weak, ordinals = _numbers(cjk, tagged, text)
     units = {m.group(1) for m in _UNIT_RE.finditer(text)}
-    negated = _negated(cjk)
+    # 别 未 非 无 勿 莫 negate at the start of a word (别吃, 未满, 非会员, 无糖), not inside one (辨别, 鉴别).
+    negated = _negated("".join(w for w in words if w[0] in _NEG_CHARS or not any(ch in w for ch in "别未非无勿莫")))
     content = [
         w for w, flag in ((_unglue(w), f) for w, f in plain_tagged)
         if CJK_RE.search(w) and w not in _FUNCTION and w not in _NEG_CHARS
@@ -313,6 +318,7 @@ def zh_facts(text: str) -> ZhFacts | None:
         content=frozenset(content),
         content_words=tuple(dict.fromkeys(content)),
         actions=frozenset(u for u, flag in ((_unglue(w), f) for w, f in plain_tagged) if flag in _ACTION_FLAGS),
+        verbs=frozenset(u for u, flag in ((_unglue(w), f) for w, f in plain_tagged) if flag in ("v", "vd", "vg")),
         numbers=tuple(sorted(numbers)),
         weak_numbers=frozenset(weak),
         ordinals=frozenset(ordinals),
@@ -361,3 +367,34 @@ def _swapped_after_from(q: ZhFacts, c: ZhFacts) -> bool:
 
     nq, nc = names_after_from(q), names_after_from(c)
     return len(nq) >= 2 and len(nc) >= 2 and nq[:2] == nc[1::-1] and nq[0] != nq[1]
+
+
+_LONG_ANTONYMS = [(a, {b for b in bs if len(b) >= 2}) for a, bs in _ANTONYM_TABLE.items() if len(a) >= 2]
+_UNDO_NOT = frozenset("解决 解释 解答 解析 解读 解说 解脱 解放 解剖 解题 解梦 解渴 解馋 解闷 解暑 解酒 解毒 解围 解体 解散 解雇".split())
+
+
+def zh_text_antonym(q_words: tuple[str, ...], c_words: tuple[str, ...]) -> tuple[str, str] | None:
+    """Opposites however jieba cut the texts: a pair of the word table (two characters or more) with
+    one word in each text only (上传 / 下载 where jieba read 上 / 传到), and an undoing word (解绑,
+    解锁, 取消订阅) in one text where the other has what it undoes (绑定, 锁, 订阅)."""
+    tq, tc = "".join(q_words), "".join(c_words)
+    for a, opposites in _LONG_ANTONYMS:
+        if a not in tq:
+            continue
+        for b in opposites:
+            if b not in tc or b in tq:
+                continue
+            if a not in tc.replace(b, ""):  # 关注 inside 取消关注 is not 关注
+                return a, b
+    for this, other, other_text in ((q_words, c_words, tc), (c_words, q_words, tq)):
+        this_text = "".join(this)
+        for i, w in enumerate(this):
+            if len(w) == 2 and w[0] == "解" and w not in _UNDO_NOT:
+                done = next((u for u in other if u != w and u.startswith(w[1])), None)
+                if done and done not in this_text:
+                    return w, done  # 解绑 / 绑定
+            if w == "取消" and i + 1 < len(this):
+                target = this[i + 1]
+                if len(target) >= 2 and target in other_text and "取消" not in other_text:
+                    return w + target, target  # 取消订阅 / 订阅
+    return None
