@@ -54,6 +54,16 @@ async def enhanced_llm(redis_available):
     await llm.cleanup()
 
 
+@pytest.fixture(scope="session")
+def api_server(redis_available, tmp_path_factory):
+    """``enhanced-llm serve`` with a MULTI cache, ``--api-key`` and ``--grpc-port``, shared by the
+    serving and the CY-LLM gateway tests (one server start instead of two)."""
+    from servers import serve
+
+    assert redis_available, "tests need Redis at 127.0.0.1:6379"
+    yield from serve(tmp_path_factory, name="api-server", grpc=True)
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def plain_llm():
     """vLLM's own AsyncLLM on the same model, for side-by-side comparisons."""

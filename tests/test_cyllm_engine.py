@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from conftest import REDIS_HOST, REDIS_PORT, TEST_MAX_MODEL_LEN, unique_prefix
+from servers import delete_keys
 
 KV_BYTES = 256 << 20
 LOAD_ARGS = dict(kv_cache_memory_bytes=KV_BYTES, max_model_len=TEST_MAX_MODEL_LEN, max_num_seqs=16)
@@ -118,17 +119,7 @@ def enhanced(redis_available):
     engine.load_model("embedded:tiny", **LOAD_ARGS)
     yield engine
     engine.unload_model()
-    _delete_keys(prefix)
-
-
-def _delete_keys(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_keys(prefix)
 
 
 def test_true_streaming_in_token_chunks(enhanced):

@@ -1,6 +1,6 @@
 """CY-LLM's gateway (seed 001) on ``enhanced-llm serve``: the ``/api/v1`` REST routes and gRPC ``StreamPredict``.
 
-One real server for the module (tiny model, memory + Redis cache, ``--api-key``,
+The session's shared server (``conftest.api_server``: tiny model, memory + Redis cache, ``--api-key``,
 ``--grpc-port``); REST through httpx, gRPC through the generated client.
 """
 
@@ -9,92 +9,24 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import REDIS_HOST, REDIS_PORT, unique_prefix
+from servers import API_KEY, MODEL, Server
 
-API_KEY = "cy-key-" + uuid.uuid4().hex[:8]
-MODEL = "embedded:tiny"
-START_TIMEOUT_S = 300
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    base_url: str
-    grpc_target: str
-    log: Path
-
-    def post(self, path: str, body: object, key: str | None = API_KEY, **kw) -> httpx.Response:
-        headers = {"X-API-Key": key} if key is not None else {}
-        return httpx.post(f"{self.base_url}{path}", json=body, headers={**headers, **kw.pop("headers", {})}, timeout=60, **kw)
-
-    def get(self, path: str, key: str | None = API_KEY) -> httpx.Response:
-        return httpx.get(f"{self.base_url}{path}", headers={"X-API-Key": key} if key is not None else {}, timeout=60)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(redis_available, tmp_path_factory) -> Iterator[Server]:
-    assert redis_available, "tests need Redis at 127.0.0.1:6379"
-    port, grpc_port, prefix = _free_port(), _free_port(), unique_prefix("cyllm-gateway")
-    log = tmp_path_factory.mktemp("cyllm") / "server.log"
-    cmd = [
-        sys.executable, "-m", "enhanced_llm.cli", "serve", MODEL, "--host", "127.0.0.1", "--port", str(port),
-        "--api-key", API_KEY, "--grpc-port", str(grpc_port),
-        "--kv-cache-memory-bytes", str(256 << 20), "--max-model-len", "512", "--enforce-eager",
-        "--cache-type", "multi", "--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "--cache-key-prefix", prefix,
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    srv = Server(proc, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log)
-    try:
-        deadline = time.time() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{srv.base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"server not healthy after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.5)
-        yield srv
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        _delete_keys(prefix)
-
-
-def _delete_keys(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+def server(api_server) -> Server:
+    """The session's shared server (``conftest.api_server``): MULTI cache, ``--api-key``, ``--grpc-port``."""
+    return api_server
 
 
 def _body(label: str, tokens: int = 8, **extra) -> dict:

@@ -22,10 +22,8 @@ Keep ``test_killed_replica_costs_the_others_nothing`` last: it kills replica A.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,96 +32,38 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import openai
 import pytest
 
-from conftest import REDIS_HOST, REDIS_PORT, unique_prefix
+from conftest import unique_prefix
+from servers import MODEL, Server, delete_keys, free_port, launch, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "embedded:tiny"
 START_TIMEOUT_S = 360  # three engines starting at once on two shared cores
 PROPAGATION_TIMEOUT_S = 10.0
 SEMANTIC_MAX_TOKENS = 32
 
 
-@dataclass
-class Replica:
-    name: str
-    proc: subprocess.Popen
-    base_url: str
-    log: Path
-
-    def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+class Replica(Server):
+    """A replica: no API key, each request scoped with ``X-Cache-Scope``."""
 
     def chat(self, content: str, *, scope: str, max_tokens: int = 8, no_store: bool = False):
         """One greedy chat request: (lower-cased response headers, answer text)."""
         extra_body = {"vllm_xargs": {"enhanced_llm.cache": "no-store"}} if no_store else None
-        raw = self.client().chat.completions.with_raw_response.create(
+        raw = self.client(timeout=120).chat.completions.with_raw_response.create(
             model=MODEL, messages=[{"role": "user", "content": content}], max_tokens=max_tokens, temperature=0,
             extra_headers={"X-Cache-Scope": scope}, extra_body=extra_body,
         )
         return {k.lower(): v for k, v in raw.headers.items()}, raw.parse().choices[0].message.content
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _start(name: str, prefix: str, log: Path) -> Replica:
-    port = _free_port()
-    cmd = [
-        sys.executable, "-m", "enhanced_llm.cli", "serve", MODEL, "--host", "127.0.0.1", "--port", str(port),
-        "--kv-cache-memory-bytes", str(128 << 20), "--max-model-len", "512", "--max-num-seqs", "32", "--enforce-eager",
-        "--cache-type", "multi", "--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "--cache-key-prefix", prefix,
-        "--enable-semantic-cache", "--similarity-threshold", "0.8",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return Replica(name, proc, f"http://127.0.0.1:{port}", log)
-
-
-def _wait_healthy(replicas: list[Replica]) -> None:
-    pending, deadline = list(replicas), time.time() + START_TIMEOUT_S
-    while pending:
-        for r in list(pending):
-            if r.proc.poll() is not None:
-                pytest.fail(f"replica {r.name} exited with {r.proc.returncode}:\n{r.log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{r.base_url}/health", timeout=2).status_code == 200:
-                    pending.remove(r)
-            except httpx.HTTPError:
-                pass
-        if pending and time.time() > deadline:
-            pytest.fail(f"replicas {[r.name for r in pending]} not healthy after {START_TIMEOUT_S}s:\n"
-                        f"{pending[0].log.read_text()[-4000:]}")
-        time.sleep(0.5)
-
-
-def _kill(replica: Replica) -> None:
-    if replica.alive():
-        os.killpg(replica.proc.pid, signal.SIGKILL)  # the API server and its engine core
-    replica.proc.wait(timeout=30)
-
-
-def _delete_keys(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    return launch(
+        log, "--max-num-seqs", "32", "--enable-semantic-cache", "--similarity-threshold", "0.8",
+        name=name, api_key=None, kv_bytes=128 << 20, prefix=prefix, cls=Replica,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +73,13 @@ def replicas(redis_available, tmp_path_factory) -> Iterator[list[Replica]]:
     started = time.monotonic()
     group = [_start(name, prefix, logs / f"{name}.log") for name in "ABC"]
     try:
-        _wait_healthy(group)
+        wait_healthy(group, timeout=START_TIMEOUT_S)
         print(f"\n3 replicas healthy after {time.monotonic() - started:.1f}s", file=sys.stderr)
         yield group
     finally:
         for r in group:
-            _kill(r)
-        _delete_keys(prefix)
+            r.kill()
+        delete_keys(prefix)
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +89,7 @@ def balancer(replicas, tmp_path_factory) -> Iterator[Replica | None]:
     if exe is None:
         yield None
         return
-    work, port = tmp_path_factory.mktemp("nginx"), _free_port()
+    work, port = tmp_path_factory.mktemp("nginx"), free_port()
     conf = (ROOT / "deploy" / "nginx.conf").read_text()
     for i, r in enumerate(replicas, 1):
         assert f"server replica-{i}:8000" in conf
@@ -163,7 +103,7 @@ def balancer(replicas, tmp_path_factory) -> Iterator[Replica | None]:
         proc = subprocess.Popen([exe, "-p", str(work), "-c", str(work / "nginx.conf"),
                                  "-g", f"daemon off; pid {work}/nginx.pid; error_log {work}/error.log;"],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    lb = Replica("LB", proc, f"http://127.0.0.1:{port}", log)
+    lb = Replica(proc, f"http://127.0.0.1:{port}", "", log, "LB", api_key=None)
     try:
         deadline = time.time() + 10
         while True:
@@ -184,6 +124,18 @@ def _misses(replica: Replica) -> float:
     text = httpx.get(f"{replica.base_url}/metrics", timeout=10).text
     m = re.search(r"^enhanced_llm_cache_misses_total (\S+)$", text, re.M)
     return float(m.group(1)) if m else 0.0
+
+
+def _wait_running(replica: Replica, timeout: float = 30.0) -> None:
+    """Return once the replica's engine has requests running (vLLM's ``num_requests_running`` gauge)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{replica.base_url}/metrics", timeout=10).text
+        m = re.search(r"^vllm:num_requests_running\{[^}]*\} (\S+)$", text, re.M)
+        if m and float(m.group(1)) > 0:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"replica {replica.name} ran no request within {timeout}s")
 
 
 def _scope(label: str) -> str:
@@ -311,8 +263,8 @@ def test_killed_replica_costs_the_others_nothing(replicas, balancer):
         futures += [pool.submit(on_survivor, r, i) for i in range(8) for r in (b, c)]
         if balancer is not None:
             futures += [pool.submit(through_balancer, i) for i in range(9)]
-        time.sleep(1.0)  # A's requests are generating (400 tokens take several seconds)
-        _kill(a)
+        _wait_running(a)  # kill A while its long requests are generating, not after they finished
+        a.kill()
         futures += [pool.submit(on_survivor, r, i) for i in range(8, 16) for r in (b, c)]
         for f in futures:
             f.result(timeout=180)

@@ -1,105 +1,32 @@
 """``enhanced-llm serve`` end to end: a real server subprocess (tiny model, real Redis), the official ``openai`` client.
 
-One server for the whole module (start costs ~30 s), with ``--api-key`` so that every
-request also goes through vLLM's authentication; the last test stops it with SIGTERM.
+The session's shared server (``conftest.api_server``, also used by the CY-LLM gateway tests), with
+``--api-key`` so that every request also goes through vLLM's authentication, and a semantic server
+for the module, which the last test stops with SIGTERM.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import openai
 import psutil
 import pytest
 
-from conftest import REDIS_HOST, REDIS_PORT, unique_prefix
-
-API_KEY = "test-key-" + uuid.uuid4().hex[:8]
-MODEL = "embedded:tiny"
-START_TIMEOUT_S = 480  # a loaded 2-core machine has taken over 240 s
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    base_url: str
-    key_prefix: str
-    log: Path
-
-    def client(self, api_key: str = API_KEY, **kw) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=api_key, max_retries=0, timeout=60, **kw)
-
-    def http(self, **headers: str) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {API_KEY}", **headers}, timeout=60)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import REDIS_HOST, REDIS_PORT
+from servers import API_KEY, MODEL, Server, serve
 
 
 @pytest.fixture(scope="module")
-def server(redis_available, tmp_path_factory) -> Iterator[Server]:
-    assert redis_available, "tests need Redis at 127.0.0.1:6379"
-    yield from _serve(tmp_path_factory)
-
-
-def _serve(tmp_path_factory, *extra_args: str) -> Iterator[Server]:
-    """Start ``enhanced-llm serve`` on the tiny model, wait until healthy, kill it afterwards."""
-    port, prefix = _free_port(), unique_prefix("serving")
-    log = tmp_path_factory.mktemp("serving") / "server.log"
-    cmd = [
-        sys.executable, "-m", "enhanced_llm.cli", "serve", MODEL,
-        "--host", "127.0.0.1", "--port", str(port), "--api-key", API_KEY,
-        "--kv-cache-memory-bytes", str(256 << 20), "--max-model-len", "512", "--enforce-eager",
-        "--cache-type", "multi", "--redis-url", f"redis://{REDIS_HOST}:{REDIS_PORT}/0", "--cache-key-prefix", prefix, *extra_args,
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    srv = Server(proc, f"http://127.0.0.1:{port}", prefix, log)
-    try:
-        deadline = time.time() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{srv.base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"server not healthy after {START_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.5)
-        yield srv
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        _delete_keys(prefix)
-
-
-def _delete_keys(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
-    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+def server(api_server) -> Server:
+    """The session's shared server (``conftest.api_server``): MULTI cache, ``--api-key``."""
+    return api_server
 
 
 def _metric(server: Server, name: str, **labels: str) -> float:
@@ -250,7 +177,7 @@ def test_cache_modes_from_vllm_xargs(server):
 @pytest.fixture(scope="module")
 def semantic_server(redis_available, tmp_path_factory) -> Iterator[Server]:
     assert redis_available, "tests need Redis at 127.0.0.1:6379"
-    yield from _serve(tmp_path_factory, "--enable-semantic-cache", "--similarity-threshold", "0.8")
+    yield from serve(tmp_path_factory, "--enable-semantic-cache", "--similarity-threshold", "0.8", name="semantic-server")
 
 
 def test_chat_paraphrase_hits_only_within_the_same_conversation(semantic_server):
@@ -320,10 +247,11 @@ def test_metrics_next_to_vllms(server):
     assert _metric(server, "enhanced_llm_cache_tokens_saved_total") > 0
 
 
-# -- shutdown (keep last: it stops the module's server) ----------------------------------------------
+# -- shutdown (keep last: it stops the module's semantic server; the shared one lives on) -------------
 
 
-def test_sigterm_stops_cleanly_with_a_request_in_flight(server):
+def test_sigterm_stops_cleanly_with_a_request_in_flight(semantic_server):
+    server = semantic_server
     parent = psutil.Process(server.proc.pid)
     family = [parent, *parent.children(recursive=True)]
     assert len(family) >= 2  # the API server and its engine core process

@@ -19,9 +19,7 @@ import httpx
 import openai
 import pytest
 
-from test_serving import API_KEY, MODEL, Server, _free_port, _serve
-
-GRPC_PORT = _free_port()
+from servers import API_KEY, MODEL, Server, serve
 
 ALPHA, ALPHA_NO_FORGET, BETA, SLASHED = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("alpha", "alpha2", "beta", "slashed"))
 TENANT_FILE = {
@@ -37,9 +35,10 @@ def server(redis_available, tmp_path_factory) -> Iterator[Server]:
     assert redis_available, "tests need Redis at 127.0.0.1:6379"
     keys = tmp_path_factory.mktemp("tenants") / "keys.json"
     keys.write_text(json.dumps(TENANT_FILE))
-    yield from _serve(
+    yield from serve(
         tmp_path_factory, "--tenant-keys", str(keys), "--protect-metrics",
-        "--enable-semantic-cache", "--similarity-threshold", "0.8", "--grpc-port", str(GRPC_PORT),
+        "--enable-semantic-cache", "--similarity-threshold", "0.8",
+        name="tenants-server", grpc=True,
     )
 
 
@@ -256,7 +255,7 @@ def test_grpc_callers_are_scoped_to_their_keys_tenant(server):
     request = pb2.StreamPredictRequest(
         model_id=MODEL, prompt=prompt, generation=pb2.GenerationParameters(max_new_tokens=8, temperature=0.0),
     )
-    with grpc.insecure_channel(f"127.0.0.1:{GRPC_PORT}") as channel:
+    with grpc.insecure_channel(server.grpc_target) as channel:
         stub = pb2_grpc.AIServiceStub(channel)
         chunks = list(stub.StreamPredict(request, metadata=[("x-api-key", ALPHA)], timeout=120))
         assert chunks and chunks[-1].end_of_stream
