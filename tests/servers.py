@@ -8,6 +8,7 @@ configuration share one server (``conftest.api_server``) instead of starting the
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -61,6 +62,19 @@ class Server:
     def _key(self, key: str | None) -> dict[str, str]:
         key = self.api_key if key == "" else key
         return {"X-API-Key": key} if key else {}
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample's value from ``/metrics`` whose labels include ``labels`` (0 when absent)."""
+        with self.http() as http:
+            text = http.get("/metrics", timeout=10).text
+        for line in text.splitlines():
+            m = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
+            if m is None:
+                continue
+            found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(m.group(2))
+        return 0.0
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -22,7 +22,6 @@ Keep ``test_killed_replica_costs_the_others_nothing`` last: it kills replica A.
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 import subprocess
@@ -120,19 +119,11 @@ def balancer(replicas, tmp_path_factory) -> Iterator[Replica | None]:
         proc.wait(timeout=10)
 
 
-def _misses(replica: Replica) -> float:
-    text = httpx.get(f"{replica.base_url}/metrics", timeout=10).text
-    m = re.search(r"^enhanced_llm_cache_misses_total (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 def _wait_running(replica: Replica, timeout: float = 30.0) -> None:
     """Return once the replica's engine has requests running (vLLM's ``num_requests_running`` gauge)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = httpx.get(f"{replica.base_url}/metrics", timeout=10).text
-        m = re.search(r"^vllm:num_requests_running\{[^}]*\} (\S+)$", text, re.M)
-        if m and float(m.group(1)) > 0:
+        if replica.metric("vllm:num_requests_running") > 0:
             return
         time.sleep(0.02)
     pytest.fail(f"replica {replica.name} ran no request within {timeout}s")
@@ -195,14 +186,14 @@ def test_load_balancer_keeps_each_tenant_on_one_replica(replicas, balancer):
     stored it (affinity), and the tenants spread over the replicas."""
     if balancer is None:
         pytest.skip("nginx is not installed: the shipped nginx.conf is exercised where it is")
-    before = [_misses(r) for r in replicas]
+    before = [r.metric("enhanced_llm_cache_misses_total") for r in replicas]
     for i in range(12):
         scope, content = _scope(f"tenant{i}"), f"{uuid.uuid4().hex[:8]} balanced question"
         first, original = balancer.chat(content, scope=scope)
         assert first["x-cache"] == "MISS"
         again, answer = balancer.chat(content, scope=scope)
         assert (again["x-cache"], again.get("x-cache-level"), answer) == ("HIT", "memory", original)
-    served = [_misses(r) - b for r, b in zip(replicas, before)]
+    served = [r.metric("enhanced_llm_cache_misses_total") - b for r, b in zip(replicas, before)]
     assert sum(served) >= 12 and sum(1 for n in served if n > 0) >= 2, served
 
 

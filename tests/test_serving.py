@@ -7,7 +7,6 @@ for the module, which the last test stops with SIGTERM.
 
 from __future__ import annotations
 
-import re
 import signal
 import threading
 import time
@@ -20,7 +19,7 @@ import psutil
 import pytest
 
 from conftest import REDIS_HOST, REDIS_PORT
-from servers import API_KEY, MODEL, Server, serve
+from servers import MODEL, Server, serve
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +28,8 @@ def server(api_server) -> Server:
     return api_server
 
 
-def _metric(server: Server, name: str, **labels: str) -> float:
-    """A sample's value from /metrics (0 when absent)."""
-    text = httpx.get(f"{server.base_url}/metrics", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10).text
-    for line in text.splitlines():
-        if not line.startswith(name):
-            continue
-        m = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
-        if m is None:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(m.group(2))
-    return 0.0
-
-
 def _hits(server: Server) -> float:
-    return sum(_metric(server, "enhanced_llm_cache_hits_total", source="exact", level=lv) for lv in ("memory", "redis"))
+    return sum(server.metric("enhanced_llm_cache_hits_total", source="exact", level=lv) for lv in ("memory", "redis"))
 
 
 def _prompt(label: str) -> str:
@@ -243,8 +227,8 @@ def test_metrics_next_to_vllms(server):
                    "enhanced_llm_cache_tokens_saved_total", "enhanced_llm_cache_time_saved_seconds_total",
                    "enhanced_llm_cache_redis_errors_total", "enhanced_llm_cache_memory_entries"):
         assert family in text
-    assert _metric(server, "enhanced_llm_cache_stores_total") >= 1
-    assert _metric(server, "enhanced_llm_cache_tokens_saved_total") > 0
+    assert server.metric("enhanced_llm_cache_stores_total") >= 1
+    assert server.metric("enhanced_llm_cache_tokens_saved_total") > 0
 
 
 # -- shutdown (keep last: it stops the module's semantic server; the shared one lives on) -------------
