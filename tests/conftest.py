@@ -48,7 +48,9 @@ async def enhanced_llm(redis_available):
     assert redis_available, "tests need Redis at 127.0.0.1:6379"
     llm = EnhancedAsyncLLM.from_engine_args(
         engine_args(),
-        cache_config=CacheConfig(cache_type=CacheType.MULTI, key_prefix=unique_prefix("engine")),
+        # A Redis call may take longer than the default 0.25 s on a loaded CI machine; tests of the
+        # timeout itself build their own engine.
+        cache_config=CacheConfig(cache_type=CacheType.MULTI, key_prefix=unique_prefix("engine"), redis_timeout=2.0),
     )
     yield llm
     await llm.cleanup()

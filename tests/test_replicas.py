@@ -119,16 +119,6 @@ def balancer(replicas, tmp_path_factory) -> Iterator[Replica | None]:
         proc.wait(timeout=10)
 
 
-def _wait_running(replica: Replica, timeout: float = 30.0) -> None:
-    """Return once the replica's engine has requests running (vLLM's ``num_requests_running`` gauge)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if replica.metric("vllm:num_requests_running") > 0:
-            return
-        time.sleep(0.02)
-    pytest.fail(f"replica {replica.name} ran no request within {timeout}s")
-
-
 def _scope(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:8]}"
 
@@ -210,13 +200,20 @@ def test_killed_replica_costs_the_others_nothing(replicas, balancer):
     outcomes: dict[str, list[object]] = {"A": [], "B": [], "C": [], "LB": []}
     lock = threading.Lock()
 
+    streaming = threading.Semaphore(0)  # released by each long request at its first line
+
     def long_on_a(i: int) -> None:
+        # Streamed, so that the kill can wait until A is answering. Eight with n=4 fill A's 32
+        # sequences for several seconds here; four with n=1 took 1.5 s, and a kill timed by polling
+        # A's metrics could come after they had all finished.
         try:
-            with httpx.Client(timeout=120) as http:
-                r = http.post(f"{a.base_url}/v1/completions", json={
-                    "model": MODEL, "prompt": f"in flight {uuid.uuid4().hex} {i}", "max_tokens": 400,
-                    "temperature": 0, "ignore_eos": True,
-                })
+            with httpx.Client(timeout=120) as http, http.stream("POST", f"{a.base_url}/v1/completions", json={
+                "model": MODEL, "prompt": f"in flight {uuid.uuid4().hex} {i}", "max_tokens": 400,
+                "temperature": 0.8, "n": 4, "ignore_eos": True, "stream": True,
+            }) as r:
+                for n, _ in enumerate(r.iter_lines()):
+                    if n == 0:
+                        streaming.release()
             result: object = r.status_code
         except httpx.HTTPError as exc:
             result = exc
@@ -250,11 +247,12 @@ def test_killed_replica_costs_the_others_nothing(replicas, balancer):
             outcomes[replica.name].append(result)
 
     with ThreadPoolExecutor(max_workers=24) as pool:
-        futures = [pool.submit(long_on_a, i) for i in range(4)]
-        futures += [pool.submit(on_survivor, r, i) for i in range(8) for r in (b, c)]
+        futures = [pool.submit(on_survivor, r, i) for i in range(8) for r in (b, c)]
         if balancer is not None:
             futures += [pool.submit(through_balancer, i) for i in range(9)]
-        _wait_running(a)  # kill A while its long requests are generating, not after they finished
+        futures += [pool.submit(long_on_a, i) for i in range(8)]
+        # Kill A at once when its first long request streams, while the others are still generating.
+        assert streaming.acquire(timeout=60), "A's long requests never started streaming"
         a.kill()
         futures += [pool.submit(on_survivor, r, i) for i in range(8, 16) for r in (b, c)]
         for f in futures:

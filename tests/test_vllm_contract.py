@@ -94,6 +94,17 @@ async def until_idle(engine, seconds: float = 5.0) -> None:
     assert_idle(engine)
 
 
+async def until_decoding(engine, seconds: float = 60.0) -> None:
+    """vLLM's fixed 0.5 s, then on until every running request has its first token (slow CPUs)."""
+    await asyncio.sleep(0.5)
+    for _ in range(int(seconds / 0.01)):
+        states = list(engine.output_processor.request_states.values())
+        if states and not any(state.is_prefilling for state in states):
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail("the requests never started decoding")
+
+
 async def generate(engine, request_id, prompt, output_kind, max_tokens, n=1, cancel_after=None) -> tuple[int, str]:
     """vLLM's helper: count the tokens a request receives (deltas summed, else the latest total)."""
     await asyncio.sleep(0.2)  # vLLM's: generate must not complete too fast for the cancellation tests
@@ -160,7 +171,9 @@ async def test_multi_abort(engine, output_kind):
         ))
         for i in range(50)
     ]
-    await asyncio.sleep(0.5)
+    # vLLM sleeps 0.5 s here; on a slow CPU the long requests may not have a token by then. Once the
+    # first short request (100 tokens, same batch) is done, every long one is well under way.
+    await asyncio.wait([t for i, t in enumerate(tasks) if i not in to_abort], timeout=120, return_when=asyncio.FIRST_COMPLETED)
     await engine.abort([ids[i] for i in to_abort])
     results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 120)
     for i, result in enumerate(results):
@@ -237,7 +250,7 @@ async def test_abort_final_output(engine, output_kind):
     params = SamplingParams(max_tokens=LONG, ignore_eos=True, output_kind=output_kind, temperature=0.5, seed=42)
     outputs: list[RequestOutput] = []
     generated = asyncio.create_task(_collect(engine, "test-abort-final-output", prompt_for("abort-final"), params, outputs))
-    await asyncio.sleep(0.5)
+    await until_decoding(engine)
     await engine.abort("test-abort-final-output")
     _check_abort_output(await generated, outputs, output_kind)
     assert_idle(engine)
@@ -254,7 +267,7 @@ async def test_abort_final_output_of_an_identical_second_request(engine, output_
     await asyncio.sleep(0.1)
     outputs: list[RequestOutput] = []
     second = asyncio.create_task(_collect(engine, "second", prompt, params, outputs))
-    await asyncio.sleep(0.5)
+    await until_decoding(engine)
     await engine.abort("second")
     _check_abort_output(await second, outputs, output_kind)
     final = await first
