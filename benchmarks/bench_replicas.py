@@ -175,8 +175,7 @@ async def poll_index(http: httpx.AsyncClient, replica: Replica, want: float, sin
 async def published_at(redis_client: Any, store: Any, question: str) -> float | None:
     """Redis server time (s) at which A announced ``question``'s vector on the change stream."""
     for msg_id, fields in await redis_client.xrevrange(store.stream_key, count=50):
-        data = fields.get(b"data")
-        entry = store._unpack("", data) if data is not None else None
+        entry = store.codec.record(fields, "bench")  # checked as a follower checks it
         if entry is not None and entry.question == question:
             return int(msg_id.split(b"-")[0]) / 1000
     return None
