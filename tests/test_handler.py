@@ -229,7 +229,10 @@ async def poll(handler, request_id: str, interval: float = 0.005, timeout: float
 
 
 async def test_polling_statuses_pending_running_completed(handler):
-    request_id = await handler.add_request(unique_prompt("poll"), greedy(200, ignore_eos=True))  # a random model may stop at once
+    # Greedy decoding of a random model can loop on one token that never decodes to text (a special
+    # token, a lone UTF-8 continuation byte); sampled tokens of a near-uniform distribution do decode.
+    params = SamplingParams(temperature=1.0, seed=7, max_tokens=200, ignore_eos=True, skip_special_tokens=False)
+    request_id = await handler.add_request(unique_prompt("poll"), params)
     result, seen = await poll(handler, request_id)
     assert seen[0] == "PENDING" and "RUNNING" in seen and seen[-1] == "COMPLETED", seen
     assert result["request_id"] == request_id and result["error"] is None

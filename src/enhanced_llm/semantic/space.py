@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from enhanced_llm.errors import CacheBackendError
 from enhanced_llm.semantic.embedders import BaseEmbedder
 from enhanced_llm.semantic.index import VectorIndex
 from enhanced_llm.semantic.store import SemanticStore
@@ -195,7 +196,10 @@ class VectorSpace:
                 check_gap = self.store.behind
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - counted by the store
+            except Exception as exc:  # noqa: BLE001 - Redis faults are counted by the store
+                if not isinstance(exc, CacheBackendError):  # anything else is ours: count it too
+                    self._errors["follow"] += 1
+                    log.warning("semantic index: following the change stream failed: %r", exc)
                 check_gap = True
                 await asyncio.sleep(self.store.retry_after)
 
