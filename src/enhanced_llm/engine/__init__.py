@@ -31,7 +31,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cachetools import TTLCache
 from vllm.sampling_params import RequestOutputKind, SamplingParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
@@ -46,6 +45,7 @@ from ..enrichment import Enricher
 from ..options import OPTIONS_KEY, RequestOptions
 from . import stages
 from .construction import EnhancementsMixin
+from .contexts import RequestContexts
 from .flow import FlowTable, RequestFlow, Role
 from .followers import SingleFlight
 from .forget import forget_request
@@ -84,8 +84,8 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
         self.flows = FlowTable()
         self.flights = SingleFlight(self._store, self._hand_off, self.spawn, self.cache_config.max_entry_tokens)
         self.enricher = Enricher(self.nlp_analyzer, self.similarity_helper, self.handler_config, self.similarity_config)
-        #: request id -> its metadata while it runs (and a while after): the per-request context store
-        self._contexts: TTLCache = TTLCache(maxsize=10_000, ttl=600)
+        #: request id -> its metadata while it runs (and a while after), bounded in bytes
+        self.contexts = RequestContexts(self.handler_config.context_cache_bytes, self.handler_config.context_ttl)
         self._background: set[asyncio.Task] = set()
         self._counters: dict[str, int] = {}
         redis = self.cache_manager.redis if self.cache_manager is not None else None
@@ -105,7 +105,7 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
         if stages.passes_through(prompt, params):
             return await super().add_request(request_id, prompt, params, *args, **kwargs)
         flow = RequestFlow(request_id, params, stages.bind_arguments(request_id, prompt, params, args, kwargs))
-        self._contexts[request_id] = flow.meta
+        self.contexts.put(request_id, flow.meta)
         self._start_components_once()
         self.flows.add(flow)
         try:
@@ -224,7 +224,7 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
         key, flight = flow.plan.key if flow.plan else None, flow.flight
         text = key.question if key is not None else None
         if text and self.enricher.active:
-            task = self.spawn(self._enrich_after_first_output(flow.collector, text, key.scope))
+            task = self.spawn(self._enrich_after_first_output(flow, text, key.scope))
             flow.collector.add_enrichment(task, self.enricher.timeout)
         if flight is not None and flight.driver is flow:
             semantic = bool(text) and self._semantic_usable()
@@ -234,11 +234,12 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
             else:
                 self.flights.go_live(flight)  # the engine's outputs are the answer: followers read them
 
-    async def _enrich_after_first_output(self, collector: EnhancedRequestOutputCollector, text: str, scope: str | None) -> None:
+    async def _enrich_after_first_output(self, flow: RequestFlow, text: str, scope: str | None) -> None:
         """NLP and similarity search start once the first output exists: they share the frontend's
         CPU (and the GIL) with tokenization and output processing, and must not delay the first token."""
-        await collector.first_put.wait()
-        await self.enricher.enrich(collector.metadata, text, scope)
+        await flow.collector.first_put.wait()
+        await self.enricher.enrich(flow.collector.metadata, text, scope)
+        self.contexts.put(flow.request_id, flow.collector.metadata)  # counted again with what landed
 
     def _semantic_usable(self) -> bool:
         return (
@@ -276,7 +277,7 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
 
     def get_request_context(self, request_id: str) -> dict[str, Any] | None:
         """The metadata of a running (or recently finished) request: NLP result, similar questions ..."""
-        meta = self._contexts.get(request_id)
+        meta = self.contexts.get(request_id)
         return None if meta is None else meta.as_dict()
 
     # -- forgetting -------------------------------------------------------------------------------
@@ -379,6 +380,7 @@ class EnhancedAsyncLLM(EnhancementsMixin, AsyncLLM):
         stats["in_flight"] = len(self.flights)
         stats["elections"] = self.flights.elections
         stats["invalidations"] = dict(self.invalidations.stats)
+        stats["request_contexts"] = self.contexts.usage()
         stats.update(self._counters)
         return stats
 

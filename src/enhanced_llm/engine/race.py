@@ -48,6 +48,7 @@ async def cache_race(engine: Any, flow: RequestFlow, redis: bool, semantic: bool
         flow.collector.release()
         if flight is not None and not answered:
             engine.flights.go_live(flight)
+        engine.contexts.put(flow.request_id, flow.meta)  # counted again with the verdict
 
 
 async def _redis_answer(engine: Any, flow: RequestFlow) -> bool:

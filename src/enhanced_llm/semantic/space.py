@@ -93,7 +93,7 @@ class VectorSpace:
     ) -> None:
         await self.embedder.aload()
         limit = getattr(config, "verifier_cache_bytes", None)  # the verifier's cache is one per process
-        if limit and analysis.cache_usage()["analysis_cache_bytes_bound"] != limit:
+        if limit and analysis.cache_usage()["verifier_cache_bytes_bound"] != limit:
             analysis.set_cache_bytes(limit)
         dim = self.embedder.dimension
         self.index = VectorIndex(

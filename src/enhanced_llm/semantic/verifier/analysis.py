@@ -3,8 +3,9 @@
 :func:`analyze` tokenizes a text, reads its English part with :mod:`.en` and its
 Chinese part with :mod:`.zh`, and returns an :class:`Analysis`. Results are kept
 in an LRU bounded by the bytes of the texts it holds (``ANALYSIS_CACHE_BYTES``,
-8 MiB by default; see :func:`set_cache_bytes`), so a cache of prompts does not
-grow with their length.
+6 MiB by default), so a cache of prompts does not grow with their length. The
+verifier's bound (:func:`set_cache_bytes`) is shared: three quarters for this
+cache, one quarter for the word-level caches of :mod:`.memo`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
-from enhanced_llm.semantic.verifier import en, en_rules, zh_rules
+from enhanced_llm.semantic.verifier import en, en_rules, memo, zh_rules
 from enhanced_llm.semantic.verifier.zh import CJK_RE, ZhFacts, to_simplified, zh_facts
 
 __all__ = ["Analysis", "analyze", "cache_usage", "covered", "set_cache_bytes"]
 
-ANALYSIS_CACHE_BYTES = 8 << 20
+ANALYSIS_CACHE_BYTES = 6 << 20
 _ENTRY_COST = 4  # an analysis holds several views of its text: about four times its size, plus ~1 KB
 _ENTRY_OVERHEAD = 1024
 
@@ -65,16 +66,23 @@ _lock = threading.Lock()
 
 
 def set_cache_bytes(limit: int) -> None:
-    """Bound the analysis cache to ``limit`` bytes (drops what it holds)."""
+    """Bound the verifier's caches to ``limit`` bytes in all (drops what they hold): three quarters
+    for analysed texts, a quarter for the word-level caches."""
     global _cache
+    words = limit // 4
+    memo.set_bytes(words)
     with _lock:
-        _cache = LRUCache(maxsize=max(1, limit), getsizeof=lambda item: item[1])
+        _cache = LRUCache(maxsize=max(1, limit - words), getsizeof=lambda item: item[1])
 
 
 def cache_usage() -> dict[str, int]:
+    """What the verifier's caches hold; ``verifier_cache_bytes_bound`` is the bound of both together."""
     with _lock:
-        return {"analysis_cache_bytes": int(_cache.currsize), "analysis_cache_entries": len(_cache),
-                "analysis_cache_bytes_bound": int(_cache.maxsize)}
+        usage = {"analysis_cache_bytes": int(_cache.currsize), "analysis_cache_entries": len(_cache),
+                 "analysis_cache_bytes_bound": int(_cache.maxsize)}
+    usage.update(memo.usage())
+    usage["verifier_cache_bytes_bound"] = usage["analysis_cache_bytes_bound"] + usage["word_cache_bytes_bound"]
+    return usage
 
 
 def analyze(text: str) -> Analysis:

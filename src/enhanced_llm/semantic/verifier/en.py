@@ -9,8 +9,9 @@ analysis read its ``words``, ``stems`` and sets (see :mod:`.analysis`).
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Any
+
+from enhanced_llm.semantic.verifier.memo import memo
 
 _STOP = frozenset(
     """a an the and or but if then else of in on at to for from by with about as into onto than
@@ -128,13 +129,13 @@ _IRREGULAR = {
 
 _NO_STRIP_S = ("ss", "us", "is", "ous", "ics", "sis", "xis")
 
-_STEM_CACHE_MAX_CHARS = 32  # longer words are stemmed each time: 65,536 cached short words hold ~12 MiB at most
+_STEM_CACHE_MAX_CHARS = 32  # longer words are stemmed each time, never held (see .memo)
 
 
 def _stem(word: str) -> str:
     """A crude, deterministic English stem: plural, -ing/-ed and final -e removed, so that
     "copies", "copying", "copied" and "copy", or "makes", "making" and "make", compare equal."""
-    return _stem_cached(word) if len(word) <= _STEM_CACHE_MAX_CHARS else _stem_word(word)
+    return _stem_cached(word)
 
 
 def _stem_word(word: str) -> str:
@@ -159,7 +160,7 @@ def _stem_word(word: str) -> str:
         w = w[:-1]
     return w
 
-_stem_cached = lru_cache(maxsize=65536)(_stem_word)
+_stem_cached = memo(max_chars=_STEM_CACHE_MAX_CHARS)(_stem_word)
 
 # Words that negate by their meaning; they make a text negated but have no scope we can read.
 _IMPLICIT_NEG_STEMS = frozenset(

@@ -39,13 +39,13 @@ from __future__ import annotations
 import difflib
 import json
 import threading
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from enhanced_llm.semantic.verifier import en, en_rules, zh_rules
 from enhanced_llm.semantic.verifier.analysis import Analysis, covered
+from enhanced_llm.semantic.verifier.memo import memo
 from enhanced_llm.semantic.verifier.synonyms import same_meaning
 from enhanced_llm.semantic.verifier.zh import _MEASURE, _NEG_CHARS, CJK_RE
 from enhanced_llm.semantic.verifier.zh import _UNITS as _ZH_UNITS
@@ -123,7 +123,7 @@ def _subsequence(short: str, long: str) -> bool:
     return all(ch in it for ch in short)
 
 
-@lru_cache(maxsize=65536)
+@memo()
 def _lexical(a: str, b: str) -> str:
     """The lexical evidence that ``a`` and ``b`` mean the same ("" when there is none)."""
     if a == b:

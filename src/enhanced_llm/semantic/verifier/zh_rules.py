@@ -15,8 +15,8 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
+from enhanced_llm.semantic.verifier.memo import memo
 from enhanced_llm.semantic.verifier.zh import _dictionary, numeral_value
 
 __all__ = ["dimensions", "order_tokens", "periods", "quantities", "relative_times",
@@ -192,7 +192,7 @@ def order_tokens(words: tuple[str, ...]) -> tuple[str, ...]:
 _GLUED_MARKERS = frozenset("兑比到给对向从把被")
 
 
-@lru_cache(maxsize=16384)
+@memo()
 def split_word(w: str) -> tuple[str, ...] | None:
     """A word jieba glued together from two words (员工工资 -> 员工 工资) or from a word and a relation
     marker (美元兑 -> 美元 兑); None for any other word."""
