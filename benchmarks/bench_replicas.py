@@ -60,7 +60,7 @@ from _procs import free_port, percentile as pct, stop_process
 MODEL = "embedded:tiny"
 DATA = Path(__file__).parent / "data"
 RESULTS = Path(__file__).parent / "results"
-HYDRATED_LOG = re.compile(r"semantic index hydrated: (\d+) entries in ([\d.]+) s \((.*?)\)")
+HYDRATED_LOG = re.compile(r"semantic index (?:re-)?hydrated: (\d+) entries in ([\d.]+) s \((.*?)\)")
 PLANT_SCOPE = "bench-hydration"
 
 
@@ -106,9 +106,14 @@ class Replica:
         return False
 
     def hydration_logged(self) -> list[dict[str, Any]]:
-        """The hydration lines the server logged, one per vector space (embedding model)."""
+        """The completed hydrations the server logged (one per vector space; a start that Redis broke
+        off midway is retried in the background and logs ``re-hydrated``)."""
         return [{"entries": int(n), "seconds": float(sec), "namespace": ns}
                 for n, sec, ns in HYDRATED_LOG.findall(self.log.read_text(errors="replace"))]
+
+    def hydration_lines(self) -> list[str]:
+        """Every log line about hydration (incomplete starts included), at most 12."""
+        return [line.strip()[-300:] for line in self.log.read_text(errors="replace").splitlines() if "hydrat" in line][:12]
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -350,6 +355,8 @@ async def late_replica(name: str, prefix: str, args: argparse.Namespace, workdir
             while (logged := _logged(replica, store)) is None and time.monotonic() - healthy < args.hydration_timeout:
                 await asyncio.sleep(0.25)
             out["logged"], out["logged_all_spaces"] = logged, replica.hydration_logged()
+            out["hydrated_after_healthy_s"] = round(time.monotonic() - healthy, 1) if logged is not None else None
+            out["hydration_log"] = replica.hydration_lines()
             out["after_hydration"] = await _probe(http, replica, probe, args) if logged is not None else None
             after = await metric_values(http, replica)
         out.update(semantic_counters={c: after.get(f"enhanced_llm_{c}", 0.0) - before.get(f"enhanced_llm_{c}", 0.0)
@@ -437,6 +444,7 @@ def table(report: dict[str, Any]) -> str:
             row("  late replica, at once: earlier answers, exact / semantic hits",
                 f"{now['exact_hits']}/{n}, {now['semantic_hits']}/{n}", "exact: all (semantic: as hydrated)")
             row("  late replica: hydration it logged (s), entries", f"{logged.get('seconds')}, {logged.get('entries')}")
+            row("  late replica: hydrated, seconds after healthy (incl. the first probes)", late.get("hydrated_after_healthy_s"))
             then = late.get("after_hydration")
             if then is not None:
                 every = then["exact_hits"] == then["semantic_hits"] == n

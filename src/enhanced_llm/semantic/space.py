@@ -184,7 +184,8 @@ class VectorSpace:
                 if resync:
                     await self._hydrate(progress=False)
                     resync = check_gap = False
-                    log.info("semantic index re-hydrated: %d entries (%s)", self.hydration["entries"], self.store.ns)
+                    log.info("semantic index re-hydrated: %d entries in %.2f s (%s)", self.hydration["entries"],
+                             self.hydration["seconds"], self.store.ns)
                 elif check_gap:
                     if await self.store.missed_changes():
                         self.store.gap_resyncs += 1
