@@ -27,8 +27,6 @@ from enhanced_llm.cache.entry import CachedCompletion, CacheEntry
 from enhanced_llm.cache.envelope import Envelope
 from enhanced_llm.cache.redis_client import make_redis_client
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
-
 SIGNING_KEY = "test-signing-key"
 BOMB_BYTES = 64 << 20
 
