@@ -324,6 +324,47 @@ async def test_records_trimmed_while_unreachable_make_it_rehydrate(model, privat
     await b.close()
 
 
+async def test_writes_that_failed_while_redis_was_paused_reach_the_other_replica_after_it(model, private_redis):
+    a, b = await _private_pair(model, private_redis)
+    assert await a.add("s", "How tall is Mount Everest?", "gone")
+    assert await wait_for(lambda: "gone" in b.index, 10)
+    pause = asyncio.create_task(_pause(private_redis, 1.0))
+    await asyncio.sleep(0.1)
+    assert await a.add("s", "What is the capital of France?", "late")  # indexed here; its write times out
+    assert await a.add("s", "Who wrote Hamlet?", "superseded")
+    assert await a.remove("superseded")  # the kept add is replaced by the removal
+    assert await a.remove("gone")
+    assert a.store.unsent == 3 and "superseded" not in a.index, a.store.stats()
+    await pause
+    assert await wait_for(lambda: "late" in b.index and "gone" not in b.index, 10), b.store.stats()
+    assert await wait_for(lambda: a.store.unsent == 0, 5) and a.store.resent == 3, a.store.stats()
+    await asyncio.sleep(0.5)  # the removal of an entry b never had changes nothing there
+    assert "superseded" not in b.index
+    import redis.asyncio as aioredis
+
+    raw = aioredis.Redis(port=private_redis.port)
+    assert not await raw.exists(f"{a.store.ns}e:superseded") and await raw.exists(f"{a.store.ns}e:late")
+    await raw.aclose()
+    await a.close()
+    await b.close()
+
+
+async def test_the_writes_kept_for_a_resend_are_bounded_in_bytes():
+    from enhanced_llm.semantic.store import SemanticStore
+
+    store = SemanticStore("redis://127.0.0.1:1/0", "test:sem:unsent:", timeout=0.2, dim=8, max_unsent_bytes=8 << 10)
+    vector = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    try:
+        for i in range(20):  # Redis is unreachable: every write fails or is skipped, and is kept
+            assert not await store.put(f"e{i}", "s", f"question {i} " + "x" * 1000, vector)
+        stats = store.stats()
+        assert 0 < stats["unsent_bytes"] <= 8 << 10 and stats["unsent"] + stats["unsent_dropped"] == 20, stats
+        assert store.unsent < 20 and f"e19" in store._unsent and "e0" not in store._unsent  # the oldest went first
+        assert await store.resend() == 0 and store.unsent == stats["unsent"]  # still down: kept
+    finally:
+        await store.close()
+
+
 async def test_a_failure_of_its_own_while_following_is_counted_and_following_goes_on(model, private_redis):
     a, b = await _private_pair(model, private_redis)
     space = b.spaces[0]

@@ -174,7 +174,8 @@ class VectorSpace:
             self.index.add_many(scope, [(e.entry_id, e.question) for e in items], np.stack([e.vector for e in items]))
 
     async def _follow(self, block_ms: int, resync: bool = False) -> None:
-        """Apply other replicas' changes. A failed or timed-out read is retried from the last id read;
+        """Apply other replicas' changes (and send this replica's failed writes again). A failed or
+        timed-out read is retried from the last id read;
         only records trimmed from the stream past that id (checked after an error, and after a full
         read) make it re-hydrate; so does an incomplete start (``resync``: Redis failed midway)."""
         assert self.store is not None
@@ -191,6 +192,8 @@ class VectorSpace:
                         self.store.gap_resyncs += 1
                         await self._hydrate(progress=False)
                     check_gap = False
+                if self.store.unsent and self.store.available:
+                    await self.store.resend()  # this replica's writes that failed reach the others now
                 changes = await self.store.changes(block_ms=block_ms)
                 if changes:
                     await asyncio.to_thread(self.apply, changes)

@@ -34,6 +34,10 @@ request path.
 
 Every call has a timeout and fails open: errors are counted, the store backs
 off for ``retry_after`` seconds, and the caller keeps its in-process index.
+A write that fails (or is skipped while Redis is backed off) is kept, the latest
+one per entry, up to ``max_unsent_bytes``, and sent again by :meth:`resend` once
+Redis answers (the follower calls it): other replicas get the vector late
+instead of never. A newer write of the same entry replaces the one kept.
 Hydration's page reads (a ``SCAN`` page, then ``batch_size`` values of ~2 KB
 each, parsed on the event loop) are bulk work off the request path and get
 :data:`PAGE_TIMEOUT` instead of the per-call ``timeout``.
@@ -41,9 +45,12 @@ each, parsed on the event loop) are bulk work off the request path and get
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from typing import Any, AsyncIterator
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
 
 from ..cache.redis_client import make_redis_client
 from ..cache.redis_store import RedisGuard
@@ -58,6 +65,16 @@ log = logging.getLogger(__name__)
 #: 0.25 s per-call timeout, a late server's hydration of 100,000 entries broke off after ~51,000
 #: in 3 runs of 3 (2 cores, the server's engine starting beside it) and started over.
 PAGE_TIMEOUT = 2.0
+_UNSENT_OVERHEAD = 400  # bytes per kept write beyond its value: the event dict, the closure, the slot
+
+
+@dataclass(slots=True)
+class _Unsent:
+    """A write that did not reach Redis: its change record and the command that stores it."""
+
+    event: dict[str, Any]
+    command: Callable[[Any], Any]
+    size: int
 
 
 class SemanticStore:
@@ -81,6 +98,7 @@ class SemanticStore:
         dim: int | None = None,
         signing_key: Any = None,
         max_value_bytes: int = 64 << 10,
+        max_unsent_bytes: int = 1 << 20,
     ) -> None:
         try:
             import msgspec  # noqa: F401
@@ -110,6 +128,13 @@ class SemanticStore:
         self.hydrations = 0
         self.synced = 0
         self.gap_resyncs = 0
+        self.max_unsent_bytes = max_unsent_bytes
+        self._unsent: OrderedDict[str, _Unsent] = OrderedDict()  # entry id -> its latest failed write
+        self._unsent_bytes = 0
+        self._resending: str | None = None  # the entry whose kept write is being sent now
+        self._order = asyncio.Lock()  # a resend and a newer write of the same entry never overlap
+        self.resent = 0
+        self.unsent_dropped = 0
 
     # -- helpers -------------------------------------------------------------------
 
@@ -146,7 +171,9 @@ class SemanticStore:
         if data is None:
             return False
         ttl = int(self.entry_ttl) if self.entry_ttl else None
-        return await self._write(entry_id, {"op": "add", "data": data}, lambda pipe: pipe.set(self._key(entry_id), data, ex=ttl))
+        return await self._write(
+            entry_id, {"op": "add", "data": data}, lambda pipe: pipe.set(self._key(entry_id), data, ex=ttl), len(data)
+        )
 
     async def delete(self, entry_id: str) -> bool:
         """Remove an entry and announce it; False when Redis is down."""
@@ -154,9 +181,63 @@ class SemanticStore:
         sig = self.codec.del_signature(entry_id)
         if sig is not None:
             event["sig"] = sig
-        return await self._write(entry_id, event, lambda pipe: pipe.delete(self._key(entry_id)))
+        return await self._write(entry_id, event, lambda pipe: pipe.delete(self._key(entry_id)), 0)
 
-    async def _write(self, entry_id: str, event: dict[str, Any], command: Any) -> bool:
+    async def _write(self, entry_id: str, event: dict[str, Any], command: Any, size: int) -> bool:
+        """Send one write; one that fails is kept (replacing an older one of the same entry)."""
+        if entry_id in self._unsent or entry_id == self._resending:
+            async with self._order:  # after a resend of this entry in flight; this write supersedes it
+                self._forget_unsent(entry_id)
+                sent = await self._send(entry_id, event, command)
+        else:
+            sent = await self._send(entry_id, event, command)
+        if not sent:
+            self._keep_unsent(entry_id, _Unsent(event, command, size + _UNSENT_OVERHEAD))
+        return sent
+
+    def _keep_unsent(self, entry_id: str, write: _Unsent) -> None:
+        self._forget_unsent(entry_id)
+        self._unsent[entry_id] = write
+        self._unsent_bytes += write.size
+        while self._unsent_bytes > self.max_unsent_bytes and self._unsent:
+            _, dropped = self._unsent.popitem(last=False)  # the oldest goes first
+            self._unsent_bytes -= dropped.size
+            self.unsent_dropped += 1
+
+    def _forget_unsent(self, entry_id: str) -> None:
+        old = self._unsent.pop(entry_id, None)
+        if old is not None:
+            self._unsent_bytes -= old.size
+
+    async def resend(self) -> int:
+        """Send the kept writes again, oldest first, while Redis answers; returns how many went."""
+        sent = 0
+        while self._unsent and self.available:
+            entry_id, write = next(iter(self._unsent.items()))
+            async with self._order:
+                if self._unsent.get(entry_id) is not write:
+                    continue  # superseded while we waited
+                self._forget_unsent(entry_id)
+                self._resending = entry_id
+                try:
+                    ok = await self._send(entry_id, write.event, write.command)
+                finally:
+                    self._resending = None
+            if not ok:
+                if entry_id not in self._unsent:  # nothing newer came meanwhile: keep it, in front
+                    self._keep_unsent(entry_id, write)
+                    self._unsent.move_to_end(entry_id, last=False)
+                break
+            sent += 1
+        self.resent += sent
+        return sent
+
+    @property
+    def unsent(self) -> int:
+        """Writes kept for :meth:`resend`."""
+        return len(self._unsent)
+
+    async def _send(self, entry_id: str, event: dict[str, Any], command: Any) -> bool:
         """Run ``command`` on a pipeline and announce ``event`` on the change stream, in one round trip
         (two one-key commands, non-transactional: on a cluster, redis-py sends each to its node)."""
         if not self.available:
@@ -324,6 +405,10 @@ class SemanticStore:
             "signing": self.codec.signing,
             "rejected": dict(self.codec.rejected),
             "refused_writes": self.codec.refused_writes,
+            "unsent": len(self._unsent),
+            "unsent_bytes": self._unsent_bytes,
+            "resent": self.resent,
+            "unsent_dropped": self.unsent_dropped,
             "available": self.available,
         }
 
