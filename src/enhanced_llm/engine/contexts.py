@@ -20,8 +20,8 @@ from cachetools import TTLCache
 
 __all__ = ["RequestContexts", "plain_bytes"]
 
-# What one entry costs beyond its key and value: the TTLCache's three dict slots and its two
-# linked-list nodes (measured against tracemalloc in tests/test_engine_flows.py).
+# What one entry costs beyond its key and value: the TTLCache's dict slots and linked-list nodes
+# and the stored (value, size) pair (measured against tracemalloc in tests/test_request_contexts.py).
 _ENTRY_OVERHEAD = 200
 
 
@@ -54,7 +54,6 @@ class RequestContexts:
     """request id -> its metadata, for ``ttl`` seconds after the last put, at most ``max_bytes``."""
 
     def __init__(self, max_bytes: int, ttl: float) -> None:
-        self.max_bytes = max_bytes
         self._cache: TTLCache[str, tuple[Any, int]] = TTLCache(maxsize=max(1, max_bytes), ttl=ttl, getsizeof=lambda item: item[1])
         self._lock = threading.Lock()
         self.refused = 0  #: metadata larger than an eighth of the bound: not kept

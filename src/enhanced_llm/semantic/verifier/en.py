@@ -132,13 +132,9 @@ _NO_STRIP_S = ("ss", "us", "is", "ous", "ics", "sis", "xis")
 _STEM_CACHE_MAX_CHARS = 32  # longer words are stemmed each time, never held (see .memo)
 
 
-def _stem(word: str) -> str:
+def _stem_word(word: str) -> str:
     """A crude, deterministic English stem: plural, -ing/-ed and final -e removed, so that
     "copies", "copying", "copied" and "copy", or "makes", "making" and "make", compare equal."""
-    return _stem_cached(word)
-
-
-def _stem_word(word: str) -> str:
     w = word.lower()
     if w in _IRREGULAR:
         return _IRREGULAR[w]
@@ -160,7 +156,7 @@ def _stem_word(word: str) -> str:
         w = w[:-1]
     return w
 
-_stem_cached = memo(max_chars=_STEM_CACHE_MAX_CHARS)(_stem_word)
+_stem = memo(max_chars=_STEM_CACHE_MAX_CHARS)(_stem_word)
 
 # Words that negate by their meaning; they make a text negated but have no scope we can read.
 _IMPLICIT_NEG_STEMS = frozenset(

@@ -56,7 +56,6 @@ def memo(max_chars: int = 64) -> Callable[[F], F]:
                 _cache[key] = (value, size)
             return value
 
-        cached.uncached = fn  # type: ignore[attr-defined]
         return cached  # type: ignore[return-value]
 
     return wrap
